@@ -1,0 +1,68 @@
+# azr-verify: `make run` serves the API on the embedded default; `make test` runs the suite.
+# Both do every set-up step on a fresh Debian machine (apt packages, venv, editable install).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+APT_PACKAGES := bubblewrap redis-server docker.io debootstrap util-linux
+SANDBOX_IMAGE ?= azr-verify-sandbox:latest
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help setup system-deps venv run test lint typecheck bench sandbox-image dockerd clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+system-deps: ## install the Debian packages the sandboxes and tests need (as root)
+	@missing=""; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "torch==2.13.0" || $(PIP) install -q torch
+	$(PIP) install -q -e '.[service,trainer,dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create the virtual environment and install the project
+
+setup: system-deps venv ## everything `run` needs
+
+run: setup ## serve the API on http://127.0.0.1:8000 (embedded mode, process sandboxes)
+	$(VENV)/bin/azr-verify serve
+
+dockerd: ## start dockerd in the background when none answers
+	@docker info >/dev/null 2>&1 || { \
+	  echo "starting dockerd"; \
+	  (nohup dockerd >/tmp/azr-verify-dockerd.log 2>&1 &); \
+	  for i in $$(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+	  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/azr-verify-dockerd.log"; exit 1; }; }
+
+sandbox-image: dockerd ## build the docker sandbox image (no-op when unchanged)
+	bash sandbox_images/python/build.sh $(SANDBOX_IMAGE)
+
+test: setup dockerd sandbox-image ## run the whole suite (real bwrap, redis-server, dockerd)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy service client trainer_adapter
+	$(VENV)/bin/pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy service client trainer_adapter
+
+bench: setup ## engine vs naive subprocess baseline
+	$(VENV)/bin/azr-verify bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,86 @@
+"""Service configuration: one explicit `Settings` value, read from `AZR_VERIFY_*` variables.
+
+Nothing here is instantiated at import time; callers build `Settings()` (or pass overrides) and
+hand it down explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BackendName(StrEnum):
+    """Which sandbox backend executes programs."""
+
+    PROCESS = "process"
+    DOCKER = "docker"
+
+
+def default_workers() -> int:
+    return max(2, os.cpu_count() or 2)
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment variables use the prefix `AZR_VERIFY_`."""
+
+    model_config = SettingsConfigDict(env_prefix="AZR_VERIFY_", extra="ignore")
+
+    # Sandboxes
+    sandbox: BackendName = Field(BackendName.PROCESS, description="Sandbox backend.")
+    workers: int = Field(default_factory=default_workers, ge=1, le=256,
+                         description="Fork-servers (zygotes) in the pool.")
+    determinism_seeds: int = Field(3, ge=1, le=16,
+                                   description="Distinct PYTHONHASHSEED groups; also the "
+                                   "largest determinism_runs an item may ask for.")
+    zygote_batch: int = Field(32, ge=1, le=1024,
+                              description="Executions sent to one zygote per round trip.")
+    python: str | None = Field(None, description="Interpreter run inside the process "
+                               "sandbox; default: the service's own base interpreter.")
+    docker_image: str = Field("azr-verify-sandbox:latest", description="Docker sandbox image.")
+    docker_recycle_after: int = Field(2000, ge=1,
+                                      description="Executions before a container is replaced.")
+    docker_cpus: float = Field(1.0, gt=0, description="CPU quota of each sandbox container.")
+    docker_pids_limit: int = Field(64, ge=8, description="pids limit of each container.")
+
+    # Per-item limits: defaults, and the caps a request cannot exceed.
+    default_timeout_s: float = Field(5.0, gt=0)
+    max_timeout_s: float = Field(30.0, gt=0)
+    default_memory_mb: int = Field(256, ge=32)
+    max_memory_mb: int = Field(2048, ge=32)
+    output_limit_chars: int = Field(10_000, ge=16,
+                                    description="Largest repr of a returned value.")
+    default_determinism_runs: int = Field(2, ge=1, le=16)
+    reject_none_output: bool = Field(False, description="Treat a returned None as not_literal.")
+
+    # Engine
+    cache_size: int = Field(100_000, ge=0, description="Entries in the in-process result cache.")
+
+    # Service
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Field(Path("data"), description="Audit database and other state.")
+    redis_url: str | None = Field(None, description="Set to run in distributed mode.")
+    api_keys: dict[str, str] = Field(default_factory=dict,
+                                     description='JSON {"name": "key"}; empty = no auth.')
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_items: int = Field(4096, ge=1)
+    max_queue_depth: int = Field(100_000, ge=1,
+                                 description="Queued items beyond which requests get 429.")
+    chunk_size: int = Field(64, ge=1, description="Items per RQ job in distributed mode.")
+    job_ttl_s: int = Field(3600, ge=60)
+    audit_retention: int = Field(1_000_000, ge=0)
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ValueError("default_timeout_s exceeds max_timeout_s")
+        if self.default_memory_mb > self.max_memory_mb:
+            raise ValueError("default_memory_mb exceeds max_memory_mb")
+        if self.default_determinism_runs > self.determinism_seeds:
+            raise ValueError("default_determinism_runs exceeds determinism_seeds")
+        return self
