@@ -91,8 +91,8 @@ class ZygoteConnection(Protocol):
 
     def send(self, data: bytes) -> None: ...
 
-    def recv_exact(self, size: int) -> bytes:
-        """Read exactly `size` bytes; raise `ZygoteDiedError` on EOF."""
+    def recv_exact(self, size: int, timeout_s: float) -> bytes:
+        """Read exactly `size` bytes; raise `ZygoteDiedError` on EOF or after `timeout_s`."""
         ...
 
     def kill(self) -> None: ...

@@ -312,10 +312,23 @@ class Zygote:
         while view:
             view = view[os.write(self.out_fd, view):]
 
+    def fork_is_blocked(self):
+        """Self-test: a child with RLIMIT_NPROC=0 must be unable to fork.
+
+        The limit is only enforced for unprivileged users; a zygote started by root without a
+        uid switch would let programs fork, so the service refuses such a zygote.
+        """
+        probe = {"program": "import os\ndef f():\n    os.fork()\n", "entry": "f", "args": "",
+                 "timeout_s": 2.0, "memory_mb": 256, "output_limit": 100}
+        outcome = self.run_one(probe)
+        return outcome.get("kind") == "error" and outcome.get("error_type") in (
+            "BlockingIOError", "PermissionError")
+
     def serve(self):
         self.send({"kind": "hello", "protocol": RUNNER_PROTOCOL, "pid": os.getpid(),
                    "python": sys.version.split()[0],
-                   "hash_seed": os.environ.get("PYTHONHASHSEED")})
+                   "hash_seed": os.environ.get("PYTHONHASHSEED"),
+                   "fork_blocked": self.fork_is_blocked()})
         while True:
             header = self._read_exact(HEADER.size)
             if header is None:
