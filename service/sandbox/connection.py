@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -21,7 +22,7 @@ class SubprocessConnection:
     def __init__(self, name: str, argv: Sequence[str], *, user: int | None = None,
                  group: int | None = None, env: dict[str, str] | None = None) -> None:
         self.name = name
-        self._process = subprocess.Popen(  # noqa: S603 - argv is built by the launcher
+        self._process = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -86,16 +87,12 @@ class SubprocessConnection:
 
     def kill(self) -> None:
         if self._process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for stream in (self._stdin, self._stdout, self._process.stderr):
             if stream is not None:
-                try:
+                with contextlib.suppress(OSError):
                     stream.close()
-                except OSError:
-                    pass
         try:
             self._process.wait(timeout=5.0)
         except subprocess.TimeoutExpired:

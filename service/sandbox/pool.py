@@ -112,6 +112,12 @@ class _Worker(threading.Thread):
         self.booted = threading.Event()
 
     def ensure_started(self) -> None:
+        if self.connection is not None and not self.connection.alive():
+            # Died while idle (killed from outside): replace it before it is handed work, so
+            # the next batch is not charged an attempt for a death it did not cause.
+            log.warning("zygote %d died while idle; replacing it", self.index)
+            self._stop_zygote()
+            self.pool.count_restart()
         if self.connection is None:
             self.state = ZygoteState.STARTING
             self.connection = _start_zygote(self.pool.launcher, self.seed, self.index)

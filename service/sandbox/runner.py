@@ -16,6 +16,7 @@ trusted service never trusts the outcome beyond its type: it re-parses `repr` wi
 parser. Keep this file free of imports from the service package: it is copied into images.
 """
 
+import contextlib
 import errno
 import json
 import math
@@ -34,6 +35,10 @@ ERROR_TEXT_LIMIT = 1000
 MAX_LITERAL_DEPTH = 100
 MAX_OPEN_FILES = 32
 MEGABYTE = 1024 * 1024
+# Exit statuses of a child that could not write its outcome.
+CHILD_EXIT_OK = 0
+CHILD_EXIT_FAILED = 2
+CHILD_EXIT_MEMORY = 3
 
 # Modules a program may import under the default policy, imported once here so that forked
 # children find them in sys.modules instead of reading the filesystem.
@@ -231,23 +236,23 @@ def _safe_text(value):
 def _execute(request, argument_namespace):
     """Runs inside the sandboxed child; returns the outcome dict."""
     try:
-        args, kwargs = eval(  # noqa: S307 - the host validated this text as literals only
+        args, kwargs = eval(
             "_azr_call(" + request["args"] + "\n)", argument_namespace)
         namespace = {"__name__": "__main__"}
-        exec(compile(request["program"], "<program>", "exec"), namespace)  # noqa: S102
+        exec(compile(request["program"], "<program>", "exec"), namespace)
         function = namespace.get(request["entry"])
         if not callable(function):
-            return {"kind": "no_entry", "error": "entry function %r is not defined"
-                    % request["entry"]}
+            return {"kind": "no_entry",
+                    "error": f"entry function {request['entry']!r} is not defined"}
         value = function(*args, **kwargs)
         if not _is_literal(value):
             return {"kind": "not_literal", "error_type": type(value).__name__,
-                    "error": "returned a %s, which is not a literal" % type(value).__name__}
+                    "error": f"returned a {type(value).__name__}, which is not a literal"}
         text = repr(value)
         if len(text) > request["output_limit"]:
             return {"kind": "output_limit",
-                    "error": "repr is %d characters, over the limit of %d"
-                    % (len(text), request["output_limit"])}
+                    "error": f"repr is {len(text)} characters, over the limit of "
+                             f"{request['output_limit']}"}
         return {"kind": "value", "repr": text}
     except MemoryError:
         return {"kind": "memory", "error_type": "MemoryError", "error": "memory limit exceeded"}
@@ -257,7 +262,7 @@ def _execute(request, argument_namespace):
 
 
 def _child_main(request, result_fd, devnull_fd, argument_namespace):
-    status = 0
+    status = CHILD_EXIT_OK
     try:
         for fd in (0, 1, 2):
             os.dup2(devnull_fd, fd)
@@ -279,9 +284,9 @@ def _child_main(request, result_fd, devnull_fd, argument_namespace):
         while view:
             view = view[os.write(result_fd, view):]
     except MemoryError:
-        status = 3
+        status = CHILD_EXIT_MEMORY
     except BaseException:
-        status = 2
+        status = CHILD_EXIT_FAILED
     os._exit(status)
 
 
@@ -409,8 +414,8 @@ class Zygote:
 
     def _classify(self, data, status, overflow, timed_out, request):
         if timed_out:
-            return {"kind": "timeout", "error": "exceeded the %.3gs wall-clock limit"
-                    % request["timeout_s"]}
+            return {"kind": "timeout",
+                    "error": f"exceeded the {request['timeout_s']:.3g}s wall-clock limit"}
         if overflow:
             return {"kind": "output_limit", "error": "result exceeded the output limit"}
         if os.WIFSIGNALED(status):
@@ -420,7 +425,7 @@ class Zygote:
             try:
                 name = signal.Signals(signum).name
             except ValueError:
-                name = "signal %d" % signum
+                name = f"signal {signum}"
             return {"kind": "crash", "error_type": name, "error": "killed by " + name}
         if data:
             try:
@@ -432,11 +437,11 @@ class Zygote:
             return {"kind": "crash", "error_type": "MalformedResult",
                     "error": "the child wrote a result that is not valid JSON"}
         code = os.WEXITSTATUS(status)
-        if code == 3:
+        if code == CHILD_EXIT_MEMORY:
             return {"kind": "memory", "error_type": "MemoryError",
                     "error": "memory limit exceeded while reporting"}
         return {"kind": "crash", "error_type": "NoResult",
-                "error": "the child exited with status %d without a result" % code}
+                "error": f"the child exited with status {code} without a result"}
 
 
 def _pidfd_works():
@@ -450,18 +455,14 @@ def _pidfd_works():
 
 
 def _kill(pid):
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _preload():
     for name in PRELOADED_MODULES:
-        try:
+        with contextlib.suppress(ImportError):
             __import__(name)
-        except ImportError:
-            pass
 
 
 def main():

@@ -1,0 +1,107 @@
+"""`azr-verify bench`: engine throughput side by side with a naive baseline, in one run.
+
+The workload is trivial, distinct programs (so the cache never helps) with the given number of
+determinism runs. The baseline is what a first attempt looks like: one fresh `python -c`
+subprocess per execution, no sandbox, with the same parallelism.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from azr_verify.service.config import Settings
+from azr_verify.service.engine import Engine
+from azr_verify.service.models import CheckItem, PolicyName, Verdict
+
+_BASELINE_SCRIPT = (
+    "import sys\n"
+    "namespace = {}\n"
+    "exec(sys.argv[1], namespace)\n"
+    "print(repr(namespace['f'](int(sys.argv[2]))))\n"
+)
+
+
+def trivial_items(count: int, determinism_runs: int, offset: int = 0) -> list[CheckItem]:
+    return [
+        CheckItem(id=i, program=f"def f(x):\n    return x * {i + offset} + 1\n", input=str(i),
+                  output=str(i * (i + offset) + 1), determinism_runs=determinism_runs)
+        for i in range(count)
+    ]
+
+
+@dataclass
+class BenchResult:
+    name: str
+    triples: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.triples / self.seconds if self.seconds else 0.0
+
+
+def bench_engine(engine: Engine, triples: int, determinism_runs: int,
+                 batch_size: int = 256) -> BenchResult:
+    warm = trivial_items(64, determinism_runs, offset=10**6)
+    engine.check(warm, PolicyName.AZR)
+    items = trivial_items(triples, determinism_runs)
+    started = time.perf_counter()
+    for start in range(0, triples, batch_size):
+        results = engine.check(items[start:start + batch_size], PolicyName.AZR)
+        bad = [r for r in results if r.verdict is not Verdict.ACCEPTED]
+        if bad:
+            raise RuntimeError(f"benchmark item not accepted: {bad[0]}")
+    return BenchResult("engine", triples, time.perf_counter() - started)
+
+
+def bench_naive(python: str, triples: int, determinism_runs: int, workers: int) -> BenchResult:
+    items = trivial_items(triples, determinism_runs)
+
+    def run(item: CheckItem, seed: int) -> str:
+        completed = subprocess.run(
+            [python, "-c", _BASELINE_SCRIPT, item.program, item.input],
+            capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        )
+        return completed.stdout.strip()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        futures = [executor.submit(run, item, seed)
+                   for item in items for seed in range(1, determinism_runs + 1)]
+        for future in futures:
+            future.result()
+    return BenchResult("naive python -c per execution", triples,
+                       time.perf_counter() - started)
+
+
+def run_bench(settings: Settings, triples: int, baseline_triples: int,
+              determinism_runs: int) -> list[BenchResult]:
+    started = time.perf_counter()
+    engine = Engine.start(settings)
+    startup = time.perf_counter() - started
+    try:
+        print(f"backend={settings.sandbox.value} workers={len(engine.pool.workers)} "
+              f"seed_groups={engine.pool.seed_groups} determinism_runs={determinism_runs} "
+              f"cpus={os.cpu_count()} pool start-up {startup:.2f}s", flush=True)
+        engine_result = bench_engine(engine, triples, determinism_runs)
+    finally:
+        engine.close()
+    naive = bench_naive(sys.executable, baseline_triples, determinism_runs,
+                        workers=settings.workers)
+    return [engine_result, naive]
+
+
+def format_results(results: list[BenchResult]) -> str:
+    lines = [f"{'what':<34} {'triples':>8} {'seconds':>8} {'triples/s':>10}"]
+    for result in results:
+        lines.append(f"{result.name:<34} {result.triples:>8} {result.seconds:>8.2f} "
+                     f"{result.rate:>10.1f}")
+    if len(results) >= 2 and results[1].rate:
+        lines.append(f"ratio engine / baseline: {results[0].rate / results[1].rate:.1f}x")
+    return "\n".join(lines)

@@ -1,0 +1,220 @@
+"""The `azr-verify` command line: check, bench, serve, worker, audit, train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from azr_verify.service import __version__
+from azr_verify.service.config import BackendName, Settings
+from azr_verify.service.errors import AzrVerifyError
+from azr_verify.service.logs import configure_logging
+from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+from pydantic import ValidationError
+
+CHUNK = 256
+EXIT_INFRASTRUCTURE = 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "workers", None):
+        overrides["workers"] = args.workers
+    if getattr(args, "backend", None):
+        overrides["sandbox"] = BackendName(args.backend)
+    if getattr(args, "redis_url", None):
+        overrides["redis_url"] = args.redis_url
+    return Settings(**overrides)
+
+
+# -- check ------------------------------------------------------------------------------------
+
+
+def _read_items(stream: IO[str]) -> Iterator[tuple[int, CheckItem | CheckResult]]:
+    """Yields (line number, item) or (line number, a syntax_error result for a bad line)."""
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, CheckResult(verdict=Verdict.SYNTAX_ERROR,
+                                      error=f"line {number}: invalid JSON: {exc.msg}")
+            continue
+        item_id = data.get("id") if isinstance(data, dict) else None
+        try:
+            yield number, CheckItem.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}"
+                                 for e in exc.errors())
+            yield number, CheckResult(
+                id=item_id if isinstance(item_id, str | int) else None,
+                verdict=Verdict.SYNTAX_ERROR, error=f"line {number}: {problems}")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from azr_verify.service.engine import Engine
+    from tqdm import tqdm
+
+    policy = PolicyName(args.policy)
+    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
+    with source:
+        rows = list(_read_items(source))
+    counts: Counter[str] = Counter()
+    out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    bar = tqdm(total=len(rows), unit="triple", file=sys.stderr, disable=args.quiet or None,
+               dynamic_ncols=True)
+    try:
+        with Engine.start(_settings(args)) as engine, out:
+            for start in range(0, len(rows), CHUNK):
+                chunk = rows[start:start + CHUNK]
+                items = [row for _, row in chunk if isinstance(row, CheckItem)]
+                checked = iter(engine.check(items, policy))
+                for _, row in chunk:
+                    result = next(checked) if isinstance(row, CheckItem) else row
+                    counts[result.verdict.value] += 1
+                    out.write(result.model_dump_json() + "\n")
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+    summary = ", ".join(f"{verdict}={counts[verdict]}" for verdict in sorted(counts))
+    print(f"{len(rows)} triples: {summary or 'none'}", file=sys.stderr)
+    return 0
+
+
+# -- bench ------------------------------------------------------------------------------------
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from azr_verify.service.bench import format_results, run_bench
+
+    results = run_bench(_settings(args), args.triples, args.baseline_triples,
+                        args.determinism_runs)
+    print(format_results(results))
+    return 0
+
+
+# -- the rest is served by other layers; imported lazily so `check` stays light ---------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from azr_verify.service.api.server import serve
+
+    settings = _settings(args)
+    serve(settings, host=args.host or settings.host, port=args.port or settings.port)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from azr_verify.service.worker import run_worker
+
+    run_worker(_settings(args), burst=args.burst)
+    return 0
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from azr_verify.service.audit import export_jsonl
+
+    out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    with out:
+        count = export_jsonl(_settings(args), out, verdict=args.verdict, since=args.since)
+    print(f"exported {count} audit records", file=sys.stderr)
+    return 0
+
+
+def _train(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    from azr_verify.trainer_adapter.cli import train_main
+
+    return train_main(list(rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="azr-verify",
+        description="Sandboxed code-execution verifier for Absolute-Zero self-play training. "
+                    "Settings come from AZR_VERIFY_* environment variables; flags override them.")
+    parser.add_argument("--version", action="version", version=f"azr-verify {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def sandbox_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--workers", type=int, help="zygotes in the sandbox pool "
+                         "(default: CPU count)")
+        sub.add_argument("--backend", choices=[b.value for b in BackendName],
+                         help="sandbox backend (default: process)")
+
+    check = commands.add_parser(
+        "check", help="check a JSONL file of triples",
+        description="Reads one JSON object per line (id, program, input, output, entry, "
+                    "determinism_runs, timeout_s, memory_mb) and writes one result per line, "
+                    "in order. A malformed line gets a syntax_error result naming its line.")
+    check.add_argument("input", help="JSONL file of triples, or - for stdin")
+    check.add_argument("-o", "--output", help="where to write results (default: stdout)")
+    check.add_argument("--policy", choices=[p.value for p in PolicyName],
+                       default=PolicyName.AZR.value, help="static safety policy (default: azr)")
+    check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sandbox_flags(check)
+    check.set_defaults(handler=_check)
+
+    bench = commands.add_parser("bench", help="engine triples/s against a naive baseline")
+    bench.add_argument("--triples", type=int, default=4000, help="engine workload size")
+    bench.add_argument("--baseline-triples", type=int, default=200,
+                       help="baseline workload size (it is slow)")
+    bench.add_argument("--determinism-runs", type=int, default=2)
+    sandbox_flags(bench)
+    bench.set_defaults(handler=_bench)
+
+    serve = commands.add_parser("serve", help="run the HTTP API (embedded mode unless "
+                                "AZR_VERIFY_REDIS_URL is set)")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--redis-url", help="distributed mode: queue work on this Redis")
+    sandbox_flags(serve)
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run an RQ executor worker (distributed mode)")
+    worker.add_argument("--redis-url", help="Redis URL (default: AZR_VERIFY_REDIS_URL)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    sandbox_flags(worker)
+    worker.set_defaults(handler=_worker)
+
+    audit = commands.add_parser("audit", help="audit log tools")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_commands.add_parser("export", help="write audit records as JSONL")
+    export.add_argument("-o", "--output", help="file (default: stdout)")
+    export.add_argument("--verdict", help="only this verdict")
+    export.add_argument("--since", type=float, help="only records after this UNIX time")
+    export.add_argument("--redis-url", help="read the distributed-mode audit log")
+    export.set_defaults(handler=_audit_export)
+
+    train = commands.add_parser("train", help="run the AZR self-play loop against the service",
+                                add_help=False)
+    train.set_defaults(handler=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] == "train":
+        return _train(argparse.Namespace(), argv[1:])
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        return int(args.handler(args))
+    except AzrVerifyError as exc:
+        print(f"azr-verify: error: {exc}", file=sys.stderr)
+        return EXIT_INFRASTRUCTURE
+    except FileNotFoundError as exc:
+        print(f"azr-verify: error: {exc.filename}: no such file", file=sys.stderr)
+        return EXIT_INFRASTRUCTURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""The verification engine: triples in, verdicts out, in order.
+
+For each item: static checks in the trusted process (program syntax, safety policy, entry
+function, literal input and expected output), then a cache lookup, then `determinism_runs`
+executions on zygotes of different hash-seed groups, folded into one verdict and compared with
+the expected output by value. Identical (program, input) pairs in one batch run once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from azr_verify.service import __version__
+from azr_verify.service.cache import UNCACHEABLE, CachedRun, MemoryCache, ResultCache, cache_key
+from azr_verify.service.config import BackendName, Settings
+from azr_verify.service.models import CheckItem, CheckResult, Limits, PolicyName, Verdict
+from azr_verify.service.sandbox.pool import ZygotePool
+from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
+from azr_verify.service.sandbox.runner import RUNNER_PROTOCOL
+from azr_verify.service.verify.equality import values_equal
+from azr_verify.service.verify.literals import LiteralError, parse_call_arguments, parse_literal
+from azr_verify.service.verify.policy import ProgramCheck, check_program
+
+ProgressCallback = Callable[[int, int], None]
+
+_RESOURCE_VERDICTS = (
+    (OutcomeKind.SANDBOX_ERROR, Verdict.SANDBOX_ERROR),
+    (OutcomeKind.TIMEOUT, Verdict.TIMEOUT),
+    (OutcomeKind.MEMORY, Verdict.MEMORY_LIMIT),
+    (OutcomeKind.OUTPUT_LIMIT, Verdict.OUTPUT_LIMIT),
+)
+_AGREED_VERDICTS = {
+    OutcomeKind.ERROR: Verdict.RUNTIME_ERROR,
+    OutcomeKind.CRASH: Verdict.RUNTIME_ERROR,
+    OutcomeKind.NOT_LITERAL: Verdict.NOT_LITERAL,
+    OutcomeKind.NO_ENTRY: Verdict.SYNTAX_ERROR,
+}
+_UNPARSED = object()
+
+
+def build_pool(settings: Settings) -> ZygotePool:
+    """The sandbox pool for the configured backend (not started)."""
+    if settings.sandbox is BackendName.DOCKER:
+        from azr_verify.service.sandbox.docker_backend import DockerLauncher
+
+        launcher: Any = DockerLauncher(settings)
+        recycle_after = settings.docker_recycle_after
+    else:
+        from azr_verify.service.sandbox.process_backend import BubblewrapLauncher
+
+        launcher = BubblewrapLauncher(settings.python)
+        recycle_after = 100_000  # bounds pid reuse inside a zygote's namespace
+    return ZygotePool(launcher, workers=settings.workers, seed_groups=settings.determinism_seeds,
+                      batch_size=settings.zygote_batch, recycle_after=recycle_after)
+
+
+@dataclass
+class _Pending:
+    """An item whose runs are in flight; several items may share one (deduplicated) run set."""
+
+    key: str
+    futures: list[Future[ExecOutcome]]
+
+
+@dataclass
+class EngineStats:
+    executions: int
+    cache_hits: int
+    cache_misses: int
+    verdicts: dict[str, int]
+
+
+class Engine:
+    """Thread-safe; `check` blocks until every item of the batch has a verdict."""
+
+    def __init__(self, settings: Settings, pool: ZygotePool,
+                 cache: ResultCache | None = None) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.cache: ResultCache = cache if cache is not None else MemoryCache(settings.cache_size)
+        self.runtime = f"azr-verify/{__version__};runner/{RUNNER_PROTOCOL};" \
+                       f"backend/{pool.launcher.backend};none/{settings.reject_none_output}"
+        self._lock = threading.Lock()
+        self._executions = 0
+        self._cache_hits = 0
+        self._cache_misses = 0
+        self._verdicts: Counter[str] = Counter()
+
+    @classmethod
+    def start(cls, settings: Settings, cache: ResultCache | None = None) -> Engine:
+        pool = build_pool(settings)
+        pool.start()
+        return cls(settings, pool, cache)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def limits_for(self, item: CheckItem) -> Limits:
+        """Per-item limits, defaulted and capped by the server's settings."""
+        s = self.settings
+        return Limits(
+            timeout_s=min(item.timeout_s or s.default_timeout_s, s.max_timeout_s),
+            memory_mb=min(item.memory_mb or s.default_memory_mb, s.max_memory_mb),
+            output_limit_chars=s.output_limit_chars,
+            determinism_runs=min(item.determinism_runs or s.default_determinism_runs,
+                                 s.determinism_seeds),
+        )
+
+    # -- the batch ------------------------------------------------------------------------
+
+    def check(self, items: Sequence[CheckItem], policy: PolicyName = PolicyName.AZR,
+              on_progress: ProgressCallback | None = None) -> list[CheckResult]:
+        total = len(items)
+        results: list[CheckResult | None] = [None] * total
+        expected: list[Any] = [_UNPARSED] * total
+        pending: dict[int, _Pending] = {}
+        in_flight: dict[str, list[Future[ExecOutcome]]] = {}
+        program_checks: dict[tuple[str, str], ProgramCheck] = {}
+        done = 0
+
+        for index, item in enumerate(items):
+            early = self._static_verdict(item, policy, program_checks)
+            if early is not None:
+                results[index] = early
+                done += 1
+                continue
+            if item.output is not None:
+                try:
+                    expected[index] = parse_literal(item.output)
+                except LiteralError as exc:
+                    results[index] = CheckResult(id=item.id, verdict=Verdict.SYNTAX_ERROR,
+                                                 error=f"output is not a literal: {exc}")
+                    done += 1
+                    continue
+            limits = self.limits_for(item)
+            key = cache_key(program=item.program, input_text=item.input, entry=item.entry,
+                            policy=policy, limits=limits, runtime=self.runtime)
+            cached = self.cache.get(key)
+            if cached is not None:
+                self._count_cache(hit=True)
+                results[index] = self._finish(item, cached, expected[index], cached=True)
+                done += 1
+                continue
+            self._count_cache(hit=False)
+            futures = in_flight.get(key)
+            if futures is None:
+                futures = self._submit(item, limits, key)
+                in_flight[key] = futures
+            pending[index] = _Pending(key, futures)
+
+        if on_progress is not None:
+            on_progress(done, total)
+        folded: dict[str, CachedRun] = {}
+        for index, waiting in pending.items():
+            run = folded.get(waiting.key)
+            if run is None:
+                run = self._fold([future.result() for future in waiting.futures])
+                folded[waiting.key] = run
+                if run.verdict not in UNCACHEABLE:
+                    self.cache.put(waiting.key, run)
+            results[index] = self._finish(items[index], run, expected[index], cached=False)
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total)
+
+        final = [result for result in results if result is not None]
+        assert len(final) == total
+        with self._lock:
+            self._verdicts.update(result.verdict.value for result in final)
+        return final
+
+    def _static_verdict(self, item: CheckItem, policy: PolicyName,
+                        memo: dict[tuple[str, str], ProgramCheck]) -> CheckResult | None:
+        """syntax_error or unsafe decided without running anything, else None."""
+        check = memo.get((item.program, item.entry))
+        if check is None:
+            check = check_program(item.program, policy, item.entry)
+            memo[(item.program, item.entry)] = check
+        if check.syntax_error is not None:
+            return CheckResult(id=item.id, verdict=Verdict.SYNTAX_ERROR,
+                               error=f"program: {check.syntax_error}")
+        if check.violations:
+            names = ", ".join(sorted({v.name for v in check.violations}))
+            return CheckResult(id=item.id, verdict=Verdict.UNSAFE,
+                               violations=list(check.violations),
+                               error=f"rejected by policy {policy.value}: {names}")
+        if not check.has_entry:
+            return CheckResult(id=item.id, verdict=Verdict.SYNTAX_ERROR,
+                               error=f"entry function {item.entry!r} is not defined")
+        try:
+            parse_call_arguments(item.input, item.entry)
+        except LiteralError as exc:
+            return CheckResult(id=item.id, verdict=Verdict.SYNTAX_ERROR,
+                               error=f"input: {exc}")
+        return None
+
+    def _submit(self, item: CheckItem, limits: Limits, key: str) -> list[Future[ExecOutcome]]:
+        request = ExecRequest(program=item.program, entry=item.entry, args=item.input,
+                              timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
+                              output_limit=limits.output_limit_chars)
+        # The seed groups an item uses depend only on its content, so its verdict is
+        # reproducible, while different items spread over all groups.
+        first = int(key[:8], 16)
+        groups = self.pool.seed_groups
+        with self._lock:
+            self._executions += limits.determinism_runs
+        return [self.pool.submit(request, (first + run) % groups)
+                for run in range(limits.determinism_runs)]
+
+    # -- folding --------------------------------------------------------------------------
+
+    def _fold(self, outcomes: list[ExecOutcome]) -> CachedRun:
+        """One verdict from all determinism runs of a (program, input)."""
+        duration = round(sum(outcome.duration_ms for outcome in outcomes), 3)
+        for kind, verdict in _RESOURCE_VERDICTS:
+            hit = next((outcome for outcome in outcomes if outcome.kind is kind), None)
+            if hit is not None:
+                return CachedRun(verdict=verdict, error_type=hit.error_type, error=hit.error,
+                                 duration_ms=duration)
+        signatures = [_signature(outcome) for outcome in outcomes]
+        first = outcomes[0]
+        for run, signature in enumerate(signatures[1:], start=2):
+            if not _same_signature(signatures[0], signature):
+                return CachedRun(
+                    verdict=Verdict.NONDETERMINISTIC, duration_ms=duration,
+                    error=f"run 1 gave {_describe(first)}; run {run} gave "
+                          f"{_describe(outcomes[run - 1])}")
+        if first.kind is OutcomeKind.VALUE:
+            if signatures[0][0] is _UNPARSED:
+                return CachedRun(verdict=Verdict.NOT_LITERAL, duration_ms=duration,
+                                 error="the returned value's repr is not a literal")
+            return CachedRun(verdict=Verdict.ACCEPTED, output=first.repr, duration_ms=duration)
+        return CachedRun(verdict=_AGREED_VERDICTS[first.kind], error_type=first.error_type,
+                         error=first.error, duration_ms=duration)
+
+    def _finish(self, item: CheckItem, run: CachedRun, expected: Any,
+                cached: bool) -> CheckResult:
+        """Applies the None policy and compares with the expected output."""
+        base = {"id": item.id, "error_type": run.error_type, "error": run.error,
+                "duration_ms": 0.0 if cached else run.duration_ms, "cached": cached}
+        if run.verdict is not Verdict.ACCEPTED:
+            return CheckResult(verdict=run.verdict, **base)
+        if self.settings.reject_none_output and run.output == "None":
+            return CheckResult(verdict=Verdict.NOT_LITERAL, output=run.output,
+                               **{**base, "error": "returned None (rejected by the None policy)"})
+        if expected is _UNPARSED:
+            return CheckResult(verdict=Verdict.ACCEPTED, output=run.output, **base)
+        actual = parse_literal(run.output or "")
+        verdict = Verdict.ACCEPTED if values_equal(actual, expected) else Verdict.WRONG_OUTPUT
+        return CheckResult(verdict=verdict, output=run.output, **base)
+
+    # -- stats ----------------------------------------------------------------------------
+
+    def _count_cache(self, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self._cache_hits += 1
+            else:
+                self._cache_misses += 1
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            return EngineStats(executions=self._executions, cache_hits=self._cache_hits,
+                               cache_misses=self._cache_misses, verdicts=dict(self._verdicts))
+
+
+def _signature(outcome: ExecOutcome) -> tuple[Any, str | None]:
+    """What must agree between determinism runs: the value, or the kind of failure."""
+    if outcome.kind is OutcomeKind.VALUE:
+        try:
+            return parse_literal(outcome.repr or ""), None
+        except LiteralError:
+            return _UNPARSED, outcome.repr
+    return outcome.kind, outcome.error_type
+
+
+def _same_signature(a: tuple[Any, str | None], b: tuple[Any, str | None]) -> bool:
+    if isinstance(a[0], OutcomeKind) or isinstance(b[0], OutcomeKind) or a[0] is _UNPARSED \
+            or b[0] is _UNPARSED:
+        return a == b
+    return values_equal(a[0], b[0])
+
+
+def _describe(outcome: ExecOutcome) -> str:
+    if outcome.kind is OutcomeKind.VALUE:
+        text = outcome.repr or ""
+        return text if len(text) <= 200 else text[:200] + "..."
+    return f"{outcome.kind.value} {outcome.error_type or ''}".strip()

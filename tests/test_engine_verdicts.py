@@ -1,0 +1,283 @@
+"""Every verdict, and the equality/determinism semantics of DESIGN.md §2, case by case."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+from azr_verify.service.engine import Engine
+from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+
+IDENTITY = "def f(a):\n    return a\n"
+
+
+def check_one(engine: Engine, program: str, input_text: str, output: str | None = None,
+              policy: PolicyName = PolicyName.AZR, **fields: Any) -> CheckResult:
+    item = CheckItem(program=program, input=input_text, output=output, **fields)
+    return engine.check([item], policy)[0]
+
+
+# -- each verdict -------------------------------------------------------------------------------
+
+VERDICT_CASES = [
+    ("accepted_gold", IDENTITY, "'Hello World'", None, Verdict.ACCEPTED, "'Hello World'"),
+    ("accepted_given", "def f(a, b):\n    return a + b\n", "2, b=3", "5", Verdict.ACCEPTED, "5"),
+    ("wrong_output", "def f(a):\n    return a + 1\n", "1", "3", Verdict.WRONG_OUTPUT, "2"),
+    ("runtime_error", "def f(a):\n    return 1 / a\n", "0", None, Verdict.RUNTIME_ERROR, None),
+    ("timeout", "def f(a):\n    while True:\n        a += 1\n", "0", None, Verdict.TIMEOUT,
+     None),
+    ("memory_limit", "def f(a):\n    return len('x' * 10**10)\n", "0", None,
+     Verdict.MEMORY_LIMIT, None),
+    ("output_limit", "def f(a):\n    return list(range(10**5))\n", "0", None,
+     Verdict.OUTPUT_LIMIT, None),
+    ("nondeterministic", "def f(a):\n    return list(set('abcdefghijklmnop'))\n", "0", None,
+     Verdict.NONDETERMINISTIC, None),
+    ("not_literal_generator", "def f(a):\n    return (x for x in a)\n", "[1]", None,
+     Verdict.NOT_LITERAL, None),
+    ("unsafe", "import os\ndef f(a):\n    return os.getcwd()\n", "0", None, Verdict.UNSAFE,
+     None),
+    ("syntax_error_program", "def f(a) return a\n", "1", None, Verdict.SYNTAX_ERROR, None),
+    ("syntax_error_input", IDENTITY, "len([1])", None, Verdict.SYNTAX_ERROR, None),
+    ("syntax_error_entry", "def g(a):\n    return a\n", "1", None, Verdict.SYNTAX_ERROR, None),
+    ("syntax_error_output", IDENTITY, "1", "[1,", Verdict.SYNTAX_ERROR, None),
+]
+
+
+@pytest.mark.parametrize(("name", "program", "input_text", "output", "verdict", "shown"),
+                         VERDICT_CASES, ids=[case[0] for case in VERDICT_CASES])
+def test_each_verdict(engine: Engine, name: str, program: str, input_text: str,
+                      output: str | None, verdict: Verdict, shown: str | None) -> None:
+    result = check_one(engine, program, input_text, output, timeout_s=1.0)
+    assert result.verdict is verdict, result
+    if shown is not None:
+        assert result.output == shown
+
+
+def test_runtime_error_reports_exception_type(engine: Engine) -> None:
+    result = check_one(engine, "def f(a):\n    raise KeyError(a)\n", "'k'")
+    assert result.verdict is Verdict.RUNTIME_ERROR
+    assert result.error_type == "KeyError"
+
+
+def test_unsafe_lists_every_violation(engine: Engine) -> None:
+    program = "import os\nimport random\ndef f(a):\n    return eval('1') + open('x')\n"
+    result = check_one(engine, program, "1")
+    assert result.verdict is Verdict.UNSAFE
+    found = {(v.rule, v.name, v.line) for v in result.violations}
+    assert {("import_denied", "os", 1), ("import_denied", "random", 2),
+            ("builtin", "eval", 4), ("builtin", "open", 4)} <= found
+
+
+def test_permissive_policy_runs_what_azr_rejects(engine: Engine) -> None:
+    program = "import os\ndef f(a):\n    return os.getcwd()\n"
+    result = check_one(engine, program, "0", policy=PolicyName.PERMISSIVE)
+    assert result.verdict is Verdict.ACCEPTED
+    assert result.output == "'/'"
+
+
+@pytest.mark.parametrize("program", [
+    "def f(a):\n    return object()\n",
+    "def f(a):\n    return lambda: a\n",
+    "def f(a):\n    return f\n",
+    "class One:\n    def __repr__(self):\n        return '1'\ndef f(a):\n    return One()\n",
+    "class I(int):\n    pass\ndef f(a):\n    return [I(1)]\n",
+    "def f(a):\n    l = [1]\n    l.append(l)\n    return l\n",
+    "import math\ndef f(a):\n    return math\n",
+])
+def test_non_literal_returns(engine: Engine, program: str) -> None:
+    assert check_one(engine, program, "0").verdict is Verdict.NOT_LITERAL
+
+
+# -- equality semantics ---------------------------------------------------------------------------
+
+EQUALITY_CASES = [
+    ("set_order", "return {2, 1, 3}", "{1, 2, 3}", Verdict.ACCEPTED),
+    ("dict_order", "return {'b': 1, 'a': 2}", "{'a': 2, 'b': 1}", Verdict.ACCEPTED),
+    ("int_float", "return 1", "1.0", Verdict.ACCEPTED),
+    ("int_bool", "return 1", "True", Verdict.ACCEPTED),
+    ("list_vs_tuple", "return [1]", "(1,)", Verdict.WRONG_OUTPUT),
+    ("list_order", "return [1, 2]", "[2, 1]", Verdict.WRONG_OUTPUT),
+    ("nan_top", "return float('nan')", "nan", Verdict.ACCEPTED),
+    ("nan_call_form", "return float('nan')", "float('nan')", Verdict.ACCEPTED),
+    ("nan_nested", "return [float('nan'), {'k': float('nan')}]", "[nan, {'k': nan}]",
+     Verdict.ACCEPTED),
+    ("inf", "return -float('inf')", "-inf", Verdict.ACCEPTED),
+    ("complex", "return complex(1, -2)", "(1-2j)", Verdict.ACCEPTED),
+    ("frozenset", "return frozenset({1, 2})", "frozenset({2, 1})", Verdict.ACCEPTED),
+    ("empty_set", "return set()", "set()", Verdict.ACCEPTED),
+    ("str_vs_bytes", "return 'a'", "b'a'", Verdict.WRONG_OUTPUT),
+    ("none", "return None", "None", Verdict.ACCEPTED),
+    ("nested_tuple_keys", "return {(1, 2): [3]}", "{(1, 2): [3]}", Verdict.ACCEPTED),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "output", "verdict"), EQUALITY_CASES,
+                         ids=[case[0] for case in EQUALITY_CASES])
+def test_equality_semantics(engine: Engine, name: str, body: str, output: str,
+                            verdict: Verdict) -> None:
+    result = check_one(engine, f"def f(a):\n    {body}\n", "0", output)
+    assert result.verdict is verdict, result
+
+
+def test_inputs_accept_every_literal_form(engine: Engine) -> None:
+    program = "def f(*args, **kwargs):\n    return [list(args), sorted(kwargs)]\n"
+    input_text = ("[1, (2,)], {'k': {3}}, set(), frozenset({4}), float('inf'), -5, 1+2j, "
+                  "b'x', None, True, k=3, z=float('nan')")
+    result = check_one(engine, program, input_text)
+    assert result.verdict is Verdict.ACCEPTED, result
+    assert result.output.endswith("['k', 'z']]")
+
+
+# -- determinism ----------------------------------------------------------------------
+
+
+def test_hash_order_dependence_is_nondeterministic(engine: Engine) -> None:
+    program = "def f(words):\n    return list(set(words))\n"
+    result = check_one(engine, program, "['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta']")
+    assert result.verdict is Verdict.NONDETERMINISTIC, result
+    assert "run 1 gave" in result.error
+
+
+def test_set_result_is_deterministic_by_value(engine: Engine) -> None:
+    """A set's repr order changes with the hash seed, but its value does not."""
+    program = "def f(words):\n    return set(words)\n"
+    result = check_one(engine, program, "['alpha', 'beta', 'gamma', 'delta', 'epsilon']")
+    assert result.verdict is Verdict.ACCEPTED, result
+
+
+def test_exception_types_must_agree(engine: Engine) -> None:
+    program = ("def f(a):\n    name = 'E' + str(hash('salt') % 10**9)\n"
+               "    raise type(name, (Exception,), {})()\n")
+    result = check_one(engine, program, "0")
+    assert result.verdict is Verdict.NONDETERMINISTIC, result
+
+
+def test_single_run_cannot_detect_nondeterminism(engine: Engine) -> None:
+    program = "def f(words):\n    return list(set(words))\n"
+    result = check_one(engine, program, "['alpha', 'beta', 'gamma', 'delta', 'epsilon']",
+                       determinism_runs=1)
+    assert result.verdict is Verdict.ACCEPTED
+
+
+def test_none_policy(engine: Engine) -> None:
+    strict = Engine(engine.settings.model_copy(update={"reject_none_output": True}), engine.pool)
+    program = "def f(a):\n    a.append(1)\n"
+    assert check_one(engine, program, "[]").verdict is Verdict.ACCEPTED
+    assert check_one(strict, program, "[]").verdict is Verdict.NOT_LITERAL
+
+
+def test_no_state_leaks_between_items(engine: Engine) -> None:
+    items = [
+        CheckItem(id="mutate", program="import math\nmath.pi = 3\ndef f(a):\n    return math.pi\n",
+                  input="0", output="3"),
+        CheckItem(id="read", program="import math\ndef f(a):\n    return math.pi\n", input="0",
+                  output="3.141592653589793"),
+        CheckItem(id="builtins", program="import builtins\nbuiltins.len = lambda x: 0\n"
+                  "def f(a):\n    return len(a)\n", input="[1, 2]", output="0"),
+        CheckItem(id="len", program="def f(a):\n    return len(a)\n", input="[1, 2]",
+                  output="2"),
+    ]
+    for round_ in range(3):
+        results = engine.check(items, PolicyName.PERMISSIVE)
+        assert [r.verdict for r in results] == [Verdict.ACCEPTED] * 4, (round_, results)
+
+
+# -- cache, dedupe, order -----------------------------------------------------------------------
+
+
+def test_cache_hit_costs_no_execution(engine: Engine) -> None:
+    item = CheckItem(program="def f(a):\n    return a * 7\n", input="6")
+    first = engine.check([item])[0]
+    executions = engine.stats().executions
+    again = engine.check([item.model_copy(update={"output": "42"})])[0]
+    wrong = engine.check([item.model_copy(update={"output": "41"})])[0]
+    assert not first.cached and again.cached and wrong.cached
+    assert (again.verdict, wrong.verdict) == (Verdict.ACCEPTED, Verdict.WRONG_OUTPUT)
+    assert engine.stats().executions == executions
+
+
+def test_duplicates_in_a_batch_run_once(engine: Engine) -> None:
+    item = CheckItem(program="def f(a):\n    return a * 11\n", input="3")
+    before = engine.stats().executions
+    results = engine.check([item] * 5)
+    assert engine.stats().executions - before == 2  # one item x determinism_runs
+    assert {r.output for r in results} == {"33"}
+
+
+def test_results_keep_order_and_ids(engine: Engine) -> None:
+    items = [CheckItem(id=i, program=f"def f(a):\n    return a + {i}\n", input="1")
+             for i in range(50)]
+    items.insert(7, CheckItem(id="slow", program="def f(a):\n    while True:\n        pass\n",
+                              input="0", timeout_s=0.5))
+    results = engine.check(items)
+    assert [r.id for r in results] == [item.id for item in items]
+    assert results[7].verdict is Verdict.TIMEOUT
+    assert [r.output for r in results if r.id != "slow"] == [str(1 + i) for i in range(50)]
+
+
+def test_limits_are_capped_by_the_server(engine: Engine) -> None:
+    limits = engine.limits_for(CheckItem(program=IDENTITY, input="1", timeout_s=10**6,
+                                         memory_mb=10**6, determinism_runs=16))
+    settings = engine.settings
+    assert limits.timeout_s == settings.max_timeout_s
+    assert limits.memory_mb == settings.max_memory_mb
+    assert limits.determinism_runs == settings.determinism_seeds
+
+
+def test_progress_is_reported(engine: Engine) -> None:
+    seen: list[tuple[int, int]] = []
+    items = [CheckItem(program=f"def f(a):\n    return {i}\n", input="0") for i in range(10)]
+    engine.check(items, on_progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (10, 10)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+# -- sandbox failures -----------------------------------------------------------------
+
+
+def test_zygote_killed_mid_batch_every_item_answered(engine: Engine) -> None:
+    """SIGKILL the zygotes while they hold work: items are retried once or get sandbox_error."""
+    restarts = engine.pool.stats().restarts
+    items = [CheckItem(id=i, program=f"def f(a):\n    s = 0\n    for i in range(3 * 10**5):\n"
+                       f"        s += i\n    return s + {i}\n", input="0") for i in range(40)]
+    killer = threading.Timer(0.3, lambda: [os.kill(pid, signal.SIGKILL)
+                                           for pid in engine.pool.zygote_pids() if pid])
+    killer.start()
+    results = engine.check(items)
+    killer.join()
+    assert len(results) == 40
+    assert {r.verdict for r in results} <= {Verdict.ACCEPTED, Verdict.SANDBOX_ERROR}
+    assert engine.pool.stats().restarts > restarts
+    healthy = engine.check([CheckItem(program="def f(a):\n    return -a\n", input="5")])
+    assert healthy[0].verdict is Verdict.ACCEPTED and healthy[0].output == "-5"
+
+
+def test_repeatedly_dying_zygote_gives_sandbox_error(engine: Engine) -> None:
+    """An item whose zygote dies on both attempts is sandbox_error, never a model failure."""
+    stop = threading.Event()
+
+    def keep_killing() -> None:
+        while not stop.is_set():
+            for pid in engine.pool.zygote_pids():
+                if pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=keep_killing)
+    killer.start()
+    try:
+        result = check_one(engine, "def f(a):\n    while True:\n        pass\n", "0",
+                           timeout_s=3.0)
+    finally:
+        stop.set()
+        killer.join()
+    assert result.verdict is Verdict.SANDBOX_ERROR
+    assert not result.cached
+    recovered = check_one(engine, "def f(a):\n    return a\n", "'back'")
+    assert recovered.verdict is Verdict.ACCEPTED
