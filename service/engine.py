@@ -8,6 +8,7 @@ the expected output by value. Identical (program, input) pairs in one batch run 
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -90,6 +91,11 @@ class Engine:
         self._cache_hits = 0
         self._cache_misses = 0
         self._verdicts: Counter[str] = Counter()
+        # AZR checks the same program for every answer and the same output text in every
+        # run, so both the static check and literal parsing are memoised (results immutable
+        # or never mutated).
+        self._check_program = functools.lru_cache(maxsize=4096)(check_program)
+        self._parse_literal = functools.lru_cache(maxsize=16384)(parse_literal)
 
     @classmethod
     def start(cls, settings: Settings, cache: ResultCache | None = None) -> Engine:
@@ -128,18 +134,17 @@ class Engine:
         expected: list[Any] = [_UNPARSED] * total
         pending: dict[int, _Pending] = {}
         in_flight: dict[str, list[Future[ExecOutcome]]] = {}
-        program_checks: dict[tuple[str, str], ProgramCheck] = {}
         done = 0
 
         for index, item in enumerate(items):
-            early = self._static_verdict(item, policy, program_checks)
+            early = self._static_verdict(item, policy)
             if early is not None:
                 results[index] = early
                 done += 1
                 continue
             if item.output is not None:
                 try:
-                    expected[index] = parse_literal(item.output)
+                    expected[index] = self._parse_literal(item.output)
                 except LiteralError as exc:
                     results[index] = CheckResult(id=item.id, verdict=Verdict.SYNTAX_ERROR,
                                                  error=f"output is not a literal: {exc}")
@@ -182,13 +187,9 @@ class Engine:
             self._verdicts.update(result.verdict.value for result in final)
         return final
 
-    def _static_verdict(self, item: CheckItem, policy: PolicyName,
-                        memo: dict[tuple[str, str], ProgramCheck]) -> CheckResult | None:
+    def _static_verdict(self, item: CheckItem, policy: PolicyName) -> CheckResult | None:
         """syntax_error or unsafe decided without running anything, else None."""
-        check = memo.get((item.program, item.entry))
-        if check is None:
-            check = check_program(item.program, policy, item.entry)
-            memo[(item.program, item.entry)] = check
+        check: ProgramCheck = self._check_program(item.program, policy, item.entry)
         if check.syntax_error is not None:
             return CheckResult(id=item.id, verdict=Verdict.SYNTAX_ERROR,
                                error=f"program: {check.syntax_error}")
@@ -230,7 +231,7 @@ class Engine:
             if hit is not None:
                 return CachedRun(verdict=verdict, error_type=hit.error_type, error=hit.error,
                                  duration_ms=duration)
-        signatures = [_signature(outcome) for outcome in outcomes]
+        signatures = [self._signature(outcome) for outcome in outcomes]
         first = outcomes[0]
         for run, signature in enumerate(signatures[1:], start=2):
             if not _same_signature(signatures[0], signature):
@@ -258,9 +259,18 @@ class Engine:
                                **{**base, "error": "returned None (rejected by the None policy)"})
         if expected is _UNPARSED:
             return CheckResult(verdict=Verdict.ACCEPTED, output=run.output, **base)
-        actual = parse_literal(run.output or "")
+        actual = self._parse_literal(run.output or "")
         verdict = Verdict.ACCEPTED if values_equal(actual, expected) else Verdict.WRONG_OUTPUT
         return CheckResult(verdict=verdict, output=run.output, **base)
+
+    def _signature(self, outcome: ExecOutcome) -> tuple[Any, str | None]:
+        """What must agree between determinism runs: the value, or the kind of failure."""
+        if outcome.kind is OutcomeKind.VALUE:
+            try:
+                return self._parse_literal(outcome.repr or ""), None
+            except LiteralError:
+                return _UNPARSED, outcome.repr
+        return outcome.kind, outcome.error_type
 
     # -- stats ----------------------------------------------------------------------------
 
@@ -275,16 +285,6 @@ class Engine:
         with self._lock:
             return EngineStats(executions=self._executions, cache_hits=self._cache_hits,
                                cache_misses=self._cache_misses, verdicts=dict(self._verdicts))
-
-
-def _signature(outcome: ExecOutcome) -> tuple[Any, str | None]:
-    """What must agree between determinism runs: the value, or the kind of failure."""
-    if outcome.kind is OutcomeKind.VALUE:
-        try:
-            return parse_literal(outcome.repr or ""), None
-        except LiteralError:
-            return _UNPARSED, outcome.repr
-    return outcome.kind, outcome.error_type
 
 
 def _same_signature(a: tuple[Any, str | None], b: tuple[Any, str | None]) -> bool:
