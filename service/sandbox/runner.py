@@ -27,6 +27,11 @@ import signal
 import struct
 import sys
 import time
+from typing import Any, NoReturn
+
+# A request and an outcome are plain JSON objects on the wire.
+Request = dict[str, Any]
+Outcome = dict[str, Any]
 
 RUNNER_PROTOCOL = 1
 HEADER = struct.Struct(">I")
@@ -68,7 +73,7 @@ SECCOMP_DATA_NR = 0
 SECCOMP_DATA_ARCH = 4
 
 
-def _seccomp_data_arg_low(index):
+def _seccomp_data_arg_low(index: int) -> int:
     # seccomp_data.args[index] is a u64 at offset 16 + 8*index; the low word comes first on
     # little-endian machines, and open flags fit in it.
     return 16 + 8 * index
@@ -116,11 +121,11 @@ DENIED_CLONE_FLAGS = (0x100 | 0x10000 | 0x20000 | 0x02000000 | 0x04000000 | 0x08
                       | 0x10000000 | 0x20000000 | 0x40000000)
 
 
-def _bpf(code, jt, jf, k):
+def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def build_seccomp_filter():
+def build_seccomp_filter() -> bytes:
     """The zygote's BPF program (x86_64). Other architectures fail closed at start-up."""
     machine = os.uname().machine
     if machine != "x86_64":
@@ -167,7 +172,7 @@ def build_seccomp_filter():
     return b"".join(insns)
 
 
-def install_seccomp():
+def install_seccomp() -> None:
     """Installs the filter on the calling process (and so on every child it forks)."""
     import ctypes  # imported here and dropped after: the zygote stays small for cheap forks
 
@@ -192,14 +197,14 @@ def install_seccomp():
 class _Discard:
     """sys.stdout/sys.stderr in the child: print() costs no syscall and reaches nobody."""
 
-    def write(self, text):
+    def write(self, text: str) -> int:
         return len(text)
 
-    def flush(self):
+    def flush(self) -> None:
         pass
 
 
-def _argument_namespace():
+def _argument_namespace() -> dict[str, Any]:
     inf = float("inf")
     nan = float("nan")
     return {
@@ -210,7 +215,7 @@ def _argument_namespace():
     }
 
 
-def _is_literal(value, depth=0):
+def _is_literal(value: Any, depth: int = 0) -> bool:
     if depth > MAX_LITERAL_DEPTH:
         return False
     kind = type(value)
@@ -224,7 +229,7 @@ def _is_literal(value, depth=0):
     return False
 
 
-def _safe_text(value):
+def _safe_text(value: object) -> str:
     try:
         text = str(value)
     except BaseException:  # an exception whose __str__ raises is still reported
@@ -233,7 +238,7 @@ def _safe_text(value):
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _execute(request, argument_namespace):
+def _execute(request: Request, argument_namespace: dict[str, Any]) -> Outcome:
     """Runs inside the sandboxed child; returns the outcome dict."""
     try:
         args, kwargs = eval(
@@ -261,7 +266,8 @@ def _execute(request, argument_namespace):
                 "error": _safe_text(exc)}
 
 
-def _child_main(request, result_fd, devnull_fd, argument_namespace):
+def _child_main(request: Request, result_fd: int, devnull_fd: int,
+                argument_namespace: dict[str, Any]) -> NoReturn:
     status = CHILD_EXIT_OK
     try:
         for fd in (0, 1, 2):
@@ -294,14 +300,14 @@ def _child_main(request, result_fd, devnull_fd, argument_namespace):
 
 
 class Zygote:
-    def __init__(self, in_fd=0, out_fd=1):
+    def __init__(self, in_fd: int = 0, out_fd: int = 1) -> None:
         self.in_fd = in_fd
         self.out_fd = out_fd
         self.devnull_fd = os.open("/dev/null", os.O_RDWR)
         self.argument_namespace = _argument_namespace()
         self.has_pidfd = _pidfd_works()
 
-    def _read_exact(self, size):
+    def _read_exact(self, size: int) -> bytes | None:
         chunks = []
         while size:
             chunk = os.read(self.in_fd, min(size, 1 << 20))
@@ -311,13 +317,13 @@ class Zygote:
             size -= len(chunk)
         return b"".join(chunks)
 
-    def send(self, payload):
+    def send(self, payload: object) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode()
         view = memoryview(HEADER.pack(len(body)) + body)
         while view:
             view = view[os.write(self.out_fd, view):]
 
-    def fork_is_blocked(self):
+    def fork_is_blocked(self) -> bool:
         """Self-test: a child with RLIMIT_NPROC=0 must be unable to fork.
 
         The limit is only enforced for unprivileged users; a zygote started by root without a
@@ -329,7 +335,7 @@ class Zygote:
         return outcome.get("kind") == "error" and outcome.get("error_type") in (
             "BlockingIOError", "PermissionError")
 
-    def serve(self):
+    def serve(self) -> None:
         self.send({"kind": "hello", "protocol": RUNNER_PROTOCOL, "pid": os.getpid(),
                    "python": sys.version.split()[0],
                    "hash_seed": os.environ.get("PYTHONHASHSEED"),
@@ -344,7 +350,7 @@ class Zygote:
             requests = json.loads(body)
             self.send([self.run_one(request) for request in requests])
 
-    def run_one(self, request):
+    def run_one(self, request: Request) -> Outcome:
         read_fd, write_fd = os.pipe()
         started = time.monotonic()
         pid = os.fork()
@@ -369,10 +375,11 @@ class Zygote:
         outcome["duration_ms"] = round(elapsed_ms, 3)
         return outcome
 
-    def _collect(self, read_fd, deadline, read_cap):
+    def _collect(self, read_fd: int, deadline: float,
+                 read_cap: int) -> tuple[bytes, bool, bool]:
         poller = select.poll()
         poller.register(read_fd, select.POLLIN)
-        chunks = []
+        chunks: list[bytes] = []
         size = 0
         while True:
             remaining = deadline - time.monotonic()
@@ -388,7 +395,7 @@ class Zygote:
             if size > read_cap:
                 return b"", True, False
 
-    def _wait_exit(self, pid, deadline):
+    def _wait_exit(self, pid: int, deadline: float) -> int | None:
         """The child closed its pipe: reap it, waiting at most until the deadline.
 
         Returns the wait status, or None if the child is still running at the deadline.
@@ -412,7 +419,8 @@ class Zygote:
                 return None
             time.sleep(0.0005)
 
-    def _classify(self, data, status, overflow, timed_out, request):
+    def _classify(self, data: bytes, status: int, overflow: bool, timed_out: bool,
+                  request: Request) -> Outcome:
         if timed_out:
             return {"kind": "timeout",
                     "error": f"exceeded the {request['timeout_s']:.3g}s wall-clock limit"}
@@ -444,7 +452,7 @@ class Zygote:
                 "error": f"the child exited with status {code} without a result"}
 
 
-def _pidfd_works():
+def _pidfd_works() -> bool:
     if not hasattr(os, "pidfd_open"):
         return False
     try:
@@ -454,18 +462,18 @@ def _pidfd_works():
     return True
 
 
-def _kill(pid):
+def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
 
 
-def _preload():
+def _preload() -> None:
     for name in PRELOADED_MODULES:
         with contextlib.suppress(ImportError):
             __import__(name)
 
 
-def main():
+def main() -> None:
     import gc
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
