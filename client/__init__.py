@@ -1,0 +1,105 @@
+"""Client of the azr-verify service (depends only on httpx and pydantic).
+
+    from azr_verify.client import Client
+
+    with Client("http://127.0.0.1:8000") as client:
+        [result] = client.check([{"program": "def f(a): return a", "input": "1"}])
+        assert result.verdict is Verdict.ACCEPTED and result.output == "1"
+
+`AsyncClient` has the same methods as coroutines. Large batches are split into chunks and
+reassembled in order; 429/503/connection failures are retried with backoff (honouring
+Retry-After). Every error is an `AzrClientError`.
+"""
+
+from ._async import AsyncClient
+from ._sync import Client
+from .answers import ParsedResponse, extract_solver_answer, fenced_blocks, split_response
+from .azr import (
+    AnswerOutcome,
+    AnswerSlot,
+    AnswerState,
+    CheckBatch,
+    IOPair,
+    ProposalOutcome,
+    ProposalSlot,
+    TaskType,
+    fold_answer,
+    fold_proposal,
+)
+from .config import ClientConfig
+from .errors import (
+    APIError,
+    AuthError,
+    AzrClientError,
+    BadRequestError,
+    InvalidItemError,
+    JobError,
+    JobFailedError,
+    JobTimeoutError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ProtocolError,
+    RateLimitedError,
+    RequestTimeoutError,
+    SandboxFailure,
+    ServerError,
+    ServiceUnavailableError,
+    TransportError,
+)
+from .models import (
+    AuditRecord,
+    CheckItem,
+    CheckResult,
+    JobProgress,
+    JobState,
+    JobStatus,
+    ServiceInfo,
+    Verdict,
+    Violation,
+)
+
+__all__ = [
+    "APIError",
+    "AnswerOutcome",
+    "AnswerSlot",
+    "AnswerState",
+    "AsyncClient",
+    "AuditRecord",
+    "AuthError",
+    "AzrClientError",
+    "BadRequestError",
+    "CheckBatch",
+    "CheckItem",
+    "CheckResult",
+    "Client",
+    "ClientConfig",
+    "IOPair",
+    "InvalidItemError",
+    "JobError",
+    "JobFailedError",
+    "JobProgress",
+    "JobState",
+    "JobStatus",
+    "JobTimeoutError",
+    "NotFoundError",
+    "ParsedResponse",
+    "PayloadTooLargeError",
+    "ProposalOutcome",
+    "ProposalSlot",
+    "ProtocolError",
+    "RateLimitedError",
+    "RequestTimeoutError",
+    "SandboxFailure",
+    "ServerError",
+    "ServiceInfo",
+    "ServiceUnavailableError",
+    "TaskType",
+    "TransportError",
+    "Verdict",
+    "Violation",
+    "extract_solver_answer",
+    "fenced_blocks",
+    "fold_answer",
+    "fold_proposal",
+    "split_response",
+]

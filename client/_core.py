@@ -1,0 +1,333 @@
+"""Sans-IO core shared by `Client` and `AsyncClient`.
+
+Every operation is written once, as a generator ("flow") that yields *effects* and receives
+their outcomes:
+
+- `ApiRequest` -> the driver sends it and sends back an `ApiResponse`, or throws a
+  `TransportError` into the flow;
+- `Sleep` -> the driver sleeps (``time.sleep`` or ``asyncio.sleep``);
+- `Concurrent` -> the driver runs the sub-flows (one by one, or concurrently) and sends back
+  their return values in order.
+
+Request building, retries with backoff, error mapping, chunking and response parsing live
+here; the two drivers only perform effects. This is what keeps the sync and async twins from
+drifting apart (httpx's own transports play the same role).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import random
+import time
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .config import ClientConfig
+from .errors import (
+    APIError,
+    AuthError,
+    BadRequestError,
+    InvalidItemError,
+    JobFailedError,
+    JobTimeoutError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ProtocolError,
+    RateLimitedError,
+    ServerError,
+    ServiceUnavailableError,
+    TransportError,
+)
+from .models import (
+    AuditRecord,
+    AuditResponse,
+    CheckItem,
+    CheckResponse,
+    CheckResult,
+    ErrorEnvelope,
+    JobState,
+    JobStatus,
+    ServiceInfo,
+    SubmitResponse,
+    Verdict,
+)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+# Statuses worth retrying: overload and gateway hiccups. Everything else is final.
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+USER_AGENT = "azr-verify-client/0.1"
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    method: str
+    path: str
+    params: Mapping[str, str] | None = None
+    body: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    headers: Mapping[str, str]  # keys lower-cased by the driver
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Concurrent:
+    flows: Sequence[Generator[Effect, Any, Any]]
+
+
+Effect = ApiRequest | Sleep | Concurrent
+Flow = Generator[Effect, Any, T]
+ItemLike = CheckItem | Mapping[str, Any]
+
+
+class Core:
+    """Pure request/response logic for one configuration."""
+
+    def __init__(self, config: ClientConfig, rng: random.Random | None = None) -> None:
+        self.config = config
+        # Jitter only needs to decorrelate clients; a private RNG keeps tests reproducible.
+        self._rng = rng or random.Random()
+
+    # -- request building ------------------------------------------------------------
+
+    def headers(self, has_body: bool) -> dict[str, str]:
+        headers = {"accept": "application/json", "user-agent": USER_AGENT}
+        if has_body:
+            headers["content-type"] = "application/json"
+        if self.config.api_key:
+            headers["authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    def request(self, method: str, path: str, *, payload: Any = None,
+                params: Mapping[str, str] | None = None) -> ApiRequest:
+        body = None
+        if payload is not None:
+            # ensure_ascii: model-written programs may hold lone surrogates, which only
+            # survive as \u escapes.
+            body = json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
+        return ApiRequest(method, path, params, body, self.headers(body is not None))
+
+    # -- retries ---------------------------------------------------------------------
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter (AWS style): U(0, min(cap, base * 2^n))."""
+        cap = min(self.config.backoff_max_s, self.config.backoff_initial_s * (2 ** attempt))
+        return self._rng.uniform(0, cap)
+
+    def retry_delay(self, attempt: int, retry_after_s: float | None) -> float:
+        if retry_after_s is None:
+            return self.backoff(attempt)
+        # Honour the server's floor; a little jitter above it avoids a thundering herd.
+        floor = min(retry_after_s, self.config.retry_after_max_s)
+        return floor + self._rng.uniform(0, min(1.0, 0.1 * floor + 0.05))
+
+    def send(self, req: ApiRequest) -> Flow[ApiResponse]:
+        """Send with retries; returns a 2xx response or raises a mapped APIError."""
+        attempt = 0
+        while True:
+            try:
+                resp: ApiResponse = yield req
+            except TransportError:
+                if attempt >= self.config.max_retries:
+                    raise
+                yield Sleep(self.backoff(attempt))
+                attempt += 1
+                continue
+            if resp.status < 400:
+                return resp
+            error = map_error(resp)
+            if resp.status not in RETRYABLE_STATUSES or attempt >= self.config.max_retries:
+                raise error
+            yield Sleep(self.retry_delay(attempt, getattr(error, "retry_after_s", None)))
+            attempt += 1
+
+    # -- operations ------------------------------------------------------------------
+
+    def check(self, items: Iterable[ItemLike], policy: str | None = None
+              ) -> Flow[list[CheckResult]]:
+        batch = coerce_items(items)
+        policy = policy or self.config.policy
+        results = yield from self._check_chunked(batch, policy)
+        for _ in range(self.config.sandbox_error_retries):
+            # sandbox_error is the verifier's failure and retryable by contract: re-send
+            # only those items, keep everything else.
+            failed = [k for k, r in enumerate(results) if r.verdict is Verdict.SANDBOX_ERROR]
+            if not failed:
+                break
+            retried = yield from self._check_chunked([batch[k] for k in failed], policy)
+            for k, result in zip(failed, retried, strict=True):
+                results[k] = result
+        return results
+
+    def _check_chunked(self, batch: list[CheckItem], policy: str
+                       ) -> Flow[list[CheckResult]]:
+        if not batch:
+            return []
+        size = self.config.chunk_size
+        chunks = [batch[k:k + size] for k in range(0, len(batch), size)]
+        if len(chunks) == 1:
+            return (yield from self._check_chunk(chunks[0], policy))
+        parts: list[list[CheckResult]] = yield Concurrent(
+            [self._check_chunk(chunk, policy) for chunk in chunks])
+        return [result for part in parts for result in part]
+
+    def _check_chunk(self, chunk: list[CheckItem], policy: str) -> Flow[list[CheckResult]]:
+        payload = {"items": [dump_item(item) for item in chunk], "policy": policy}
+        try:
+            resp = yield from self.send(self.request("POST", "/v1/check", payload=payload))
+        except PayloadTooLargeError:
+            # The server's limits may be lower than our chunk size: halve and go on rather
+            # than make the caller guess the limit.
+            if len(chunk) == 1:
+                raise
+            mid = len(chunk) // 2
+            left = yield from self._check_chunk(chunk[:mid], policy)
+            right = yield from self._check_chunk(chunk[mid:], policy)
+            return left + right
+        results = parse(CheckResponse, resp).results
+        if len(results) != len(chunk):
+            raise ProtocolError(f"sent {len(chunk)} items, got {len(results)} results")
+        return results
+
+    def submit(self, items: Iterable[ItemLike], policy: str | None = None) -> Flow[str]:
+        payload = {"items": [dump_item(item) for item in coerce_items(items)],
+                   "policy": policy or self.config.policy}
+        resp = yield from self.send(self.request("POST", "/v1/jobs", payload=payload))
+        return parse(SubmitResponse, resp).job_id
+
+    def job(self, job_id: str) -> Flow[JobStatus]:
+        resp = yield from self.send(self.request("GET", f"/v1/jobs/{job_id}"))
+        return parse(JobStatus, resp)
+
+    def wait(self, job_id: str, timeout: float | None = None,
+             poll_interval: float | None = None) -> Flow[JobStatus]:
+        """Poll until the job is terminal; `timeout=None` waits forever."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = poll_interval or self.config.poll_interval_s
+        while True:
+            status = yield from self.job(job_id)
+            if status.status is JobState.FINISHED:
+                return status
+            if status.status is JobState.FAILED:
+                raise JobFailedError(f"job {job_id} failed: {status.error}", status)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise JobTimeoutError(
+                    f"job {job_id} still {status.status.value} after {timeout}s "
+                    f"({status.progress.done}/{status.progress.total})", status)
+            pause = interval if deadline is None else min(interval, deadline - now)
+            yield Sleep(pause)
+            interval = min(interval * 1.5, self.config.poll_interval_max_s)
+
+    def audit(self, verdict: Verdict | str | None = None,
+              since: datetime | float | str | None = None,
+              limit: int | None = None) -> Flow[list[AuditRecord]]:
+        params: dict[str, str] = {}
+        if verdict is not None:
+            params["verdict"] = Verdict(verdict).value
+        if since is not None:
+            params["since"] = since.isoformat() if isinstance(since, datetime) else str(since)
+        if limit is not None:
+            params["limit"] = str(limit)
+        resp = yield from self.send(self.request("GET", "/v1/audit", params=params))
+        return parse(AuditResponse, resp).records
+
+    def info(self) -> Flow[ServiceInfo]:
+        resp = yield from self.send(self.request("GET", "/v1/info"))
+        return parse(ServiceInfo, resp)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def coerce_items(items: Iterable[ItemLike]) -> list[CheckItem]:
+    out = []
+    for item in items:
+        if isinstance(item, CheckItem):
+            out.append(item)
+        else:
+            try:
+                out.append(CheckItem.model_validate(item))
+            except ValidationError as exc:
+                # A caller bug: report it before anything is sent.
+                raise InvalidItemError(f"item {len(out)}: {exc}") from exc
+    return out
+
+
+def dump_item(item: CheckItem) -> dict[str, Any]:
+    # Unset optional fields are left out so the server's defaults apply.
+    return item.model_dump(mode="json", exclude_none=True)
+
+
+def parse(model: type[M], resp: ApiResponse) -> M:
+    try:
+        return model.model_validate_json(resp.body)
+    except ValidationError as exc:
+        raise ProtocolError(
+            f"unexpected {model.__name__} body (HTTP {resp.status}): {exc}") from exc
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+_STATUS_ERRORS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthError,
+    403: AuthError,
+    404: NotFoundError,
+    413: PayloadTooLargeError,
+    422: BadRequestError,
+}
+
+
+def map_error(resp: ApiResponse) -> APIError:
+    """Turn an error response into the client's exception, reading the JSON error body."""
+    try:
+        body = ErrorEnvelope.model_validate_json(resp.body).error
+        code, message = body.code, body.message
+    except ValidationError:
+        # A proxy in front of the service may answer with HTML or nothing at all.
+        code = f"http_{resp.status}"
+        message = resp.body[:500].decode("utf-8", "replace") or "(empty body)"
+    retry_after = parse_retry_after(resp.headers.get("retry-after"))
+    if resp.status == 429:
+        return RateLimitedError(resp.status, code, message, retry_after)
+    if resp.status == 503:
+        return ServiceUnavailableError(resp.status, code, message, retry_after)
+    if resp.status in _STATUS_ERRORS:
+        return _STATUS_ERRORS[resp.status](resp.status, code, message)
+    if resp.status >= 500:
+        return ServerError(resp.status, code, message)
+    return APIError(resp.status, code, message)

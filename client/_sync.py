@@ -1,0 +1,145 @@
+"""`Client`: the blocking driver of the sans-IO core."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from . import _azr_flows
+from ._core import ApiRequest, ApiResponse, Concurrent, Core, Flow, ItemLike, Sleep
+from ._transport import base_url_of, timeout_of, wrap_httpx_error
+from .azr import IOPair, ProposalOutcome
+from .config import ClientConfig
+from .errors import AzrClientError
+from .models import AuditRecord, CheckResult, JobStatus, ServiceInfo, Verdict
+
+T = TypeVar("T")
+
+
+class Client:
+    """Blocking client of the azr-verify service.
+
+    >>> with Client("http://127.0.0.1:8000") as client:
+    ...     client.check([{"program": "def f(a): return a", "input": "1", "output": "1"}])
+    """
+
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None,
+                 config: ClientConfig | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        config = config or ClientConfig()
+        updates = {k: v for k, v in (("base_url", base_url), ("api_key", api_key)) if v}
+        self.config = config.model_copy(update=updates)
+        self._core = Core(self.config)
+        self._http = httpx.Client(base_url=base_url_of(self.config),
+                                  timeout=timeout_of(self.config), transport=transport)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- driver ----------------------------------------------------------------------
+
+    def _send(self, req: ApiRequest) -> ApiResponse:
+        try:
+            resp = self._http.request(req.method, req.path, params=req.params,
+                                      content=req.body, headers=req.headers)
+        except httpx.HTTPError as exc:
+            raise wrap_httpx_error(exc) from exc
+        return ApiResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()},
+                           resp.content)
+
+    def _drive(self, flow: Flow[T]) -> T:
+        try:
+            effect = next(flow)
+            while True:
+                try:
+                    outcome = self._perform(effect)
+                except AzrClientError as exc:
+                    effect = flow.throw(exc)
+                else:
+                    effect = flow.send(outcome)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    def _perform(self, effect: ApiRequest | Sleep | Concurrent) -> Any:
+        if isinstance(effect, ApiRequest):
+            return self._send(effect)
+        if isinstance(effect, Sleep):
+            time.sleep(effect.seconds)
+            return None
+        # Blocking driver: sub-flows run one after another, results in order.
+        return [self._drive(sub) for sub in effect.flows]
+
+    # -- API -------------------------------------------------------------------------
+
+    def check(self, items: Iterable[ItemLike], policy: str | None = None
+              ) -> list[CheckResult]:
+        """Check triples; results come back in order whatever the batch size."""
+        return self._drive(self._core.check(items, policy))
+
+    def submit(self, items: Iterable[ItemLike], policy: str | None = None) -> str:
+        """Queue a job (one request, not chunked); returns its id."""
+        return self._drive(self._core.submit(items, policy))
+
+    def job(self, job_id: str) -> JobStatus:
+        return self._drive(self._core.job(job_id))
+
+    def wait(self, job_id: str, timeout: float | None = None,
+             poll_interval: float | None = None) -> JobStatus:
+        """Poll until finished; raises JobFailedError or JobTimeoutError."""
+        return self._drive(self._core.wait(job_id, timeout, poll_interval))
+
+    def audit(self, verdict: Verdict | str | None = None,
+              since: datetime | float | str | None = None,
+              limit: int | None = None) -> list[AuditRecord]:
+        return self._drive(self._core.audit(verdict, since, limit))
+
+    def info(self) -> ServiceInfo:
+        return self._drive(self._core.info())
+
+    # -- AZR helpers (DESIGN.md §2) ----------------------------------------------------
+
+    def validate_proposal(self, program: str, input: str, policy: str | None = None
+                          ) -> ProposalOutcome:
+        """Deduction/abduction proposal (p, i): gold output, or the rejection reason."""
+        return self._drive(_azr_flows.validate_proposal(self._core, program, [input], None,
+                                                        policy))
+
+    def validate_induction_proposal(self, program: str, inputs: Sequence[str], *,
+                                    min_valid: int | None = None, policy: str | None = None
+                                    ) -> ProposalOutcome:
+        """Induction proposal (p, i1..iN): gold output per input."""
+        return self._drive(_azr_flows.validate_proposal(self._core, program, inputs,
+                                                        min_valid, policy))
+
+    def check_deduction(self, program: str, input: str, predicted_output: str,
+                        policy: str | None = None) -> bool:
+        """Deduction answer o' for (p, i): True when f(i) == o'."""
+        return self._drive(_azr_flows.check_deduction(self._core, program, input,
+                                                      predicted_output, policy))
+
+    def check_abduction(self, program: str, predicted_input: str, gold_output: str,
+                        policy: str | None = None) -> bool:
+        """Abduction answer i' for (p, o*): True when f(i') == o*."""
+        return self._drive(_azr_flows.check_abduction(self._core, program, predicted_input,
+                                                      gold_output, policy))
+
+    def check_induction(self, predicted_program: str, hidden: Sequence[IOPair],
+                        policy: str | None = None) -> bool:
+        """Induction answer p': True when p'(ik) == ok for every hidden pair."""
+        return self._drive(_azr_flows.check_induction(self._core, predicted_program, hidden,
+                                                      policy))

@@ -1,0 +1,190 @@
+"""Wire models of the azr-verify HTTP API, mirrored on the client side.
+
+The client is installable on its own (httpx + pydantic), so it never imports the service's
+models; these mirror them field for field. Requests are strict (`extra="forbid"`, like the
+server) so a typo fails here rather than as a 422; responses ignore unknown fields so an
+older client keeps working against a newer server.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Verdict(StrEnum):
+    """The closed set of outcomes of checking one triple (DESIGN.md §2)."""
+
+    ACCEPTED = "accepted"
+    WRONG_OUTPUT = "wrong_output"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    NONDETERMINISTIC = "nondeterministic"
+    NOT_LITERAL = "not_literal"
+    UNSAFE = "unsafe"
+    SYNTAX_ERROR = "syntax_error"
+    SANDBOX_ERROR = "sandbox_error"
+
+    @property
+    def is_rejection(self) -> bool:
+        """Rejected proposals are audited; accepted and wrong answers are ordinary traffic."""
+        return self not in (Verdict.ACCEPTED, Verdict.WRONG_OUTPUT)
+
+    @property
+    def is_infrastructure_failure(self) -> bool:
+        """The verifier failed, not the program: retryable, never a model failure."""
+        return self is Verdict.SANDBOX_ERROR
+
+
+class Violation(BaseModel):
+    """One reason the static policy rejected a program."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    rule: str
+    name: str
+    line: int
+
+
+class CheckItem(BaseModel):
+    """One triple to check, with optional per-item limits (capped by the server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | int | None = Field(default=None, description="Echoed back in the result.")
+    program: str = Field(description="Python source defining the entry function.")
+    input: str = Field(description="Literal call arguments, e.g. \"[1, 2], 'a', k=3\".")
+    output: str | None = Field(default=None, description="Expected repr of the return value; "
+                               "null means compute it.")
+    entry: str = Field(default="f", pattern=ENTRY_PATTERN, max_length=128)
+    determinism_runs: int | None = Field(default=None, ge=1, le=16)
+    timeout_s: float | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, ge=16)
+    meta: dict[str, Any] | None = Field(default=None, description="Opaque client data (step, "
+                                        "role, task type...) kept in the audit log.")
+
+
+class CheckResult(BaseModel):
+    """The verdict on one triple."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | int | None = None
+    verdict: Verdict
+    output: str | None = None
+    error_type: str | None = None
+    error: str | None = None
+    violations: list[Violation] = Field(default_factory=list)
+    duration_ms: float = 0.0
+    cached: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is Verdict.ACCEPTED
+
+
+class JobState(StrEnum):
+    """Lifecycle of an asynchronous job."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobState.FINISHED, JobState.FAILED)
+
+
+class JobProgress(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    done: int = 0
+    total: int = 0
+
+
+class JobStatus(BaseModel):
+    """`GET /v1/jobs/{id}`; `results` is set once the job has finished."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    status: JobState
+    progress: JobProgress = Field(default_factory=JobProgress)
+    results: list[CheckResult] | None = None
+    error: str | dict[str, Any] | None = None
+
+
+class AuditRecord(BaseModel):
+    """One rejected item from `GET /v1/audit`.
+
+    The service documents these fields; unknown ones are kept (`extra="allow"`) because the
+    audit log is for humans and new columns should reach them.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    time: datetime | float | str | None = None
+    program_hash: str | None = None
+    program: str | None = None
+    input: str | None = None
+    verdict: Verdict
+    violations: list[Violation] = Field(default_factory=list)
+    error: str | None = None
+    error_type: str | None = None
+    api_key_name: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+class ServiceInfo(BaseModel):
+    """`GET /v1/info`: version, backend, policies and limits of the service."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str | None = None
+    backend: str | None = None
+    # A list of names or a mapping name -> description, depending on the service version.
+    policies: list[Any] | dict[str, Any] = Field(default_factory=list)
+    limits: dict[str, Any] = Field(default_factory=dict)
+
+
+# Response envelopes (internal to the client, but typed so a malformed body is caught once).
+
+
+class CheckResponse(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    results: list[CheckResult]
+
+
+class SubmitResponse(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    status: JobState
+
+
+class AuditResponse(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    records: list[AuditRecord]
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    code: str
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    error: ErrorBody
