@@ -75,6 +75,25 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(3600, ge=60)
     audit_retention: int = Field(1_000_000, ge=0)
 
+    # HTTP service and distributed mode (service/api, service/queue, service/worker)
+    overload_retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 429.")
+    embedded_job_threads: int = Field(2, ge=1, le=64,
+                                      description="Threads running /v1/jobs in embedded mode.")
+    check_timeout_s: float = Field(600.0, gt=0, description="Longest a distributed /v1/check "
+                                   "waits for its chunks before answering 504.")
+    queue_name: str = Field("azr-verify", description="RQ queue of chunk jobs.")
+    redis_timeout_s: float = Field(2.0, gt=0, description="Redis connect/read timeout "
+                                   "(blocking waits add their own time on top).")
+    job_timeout_s: int = Field(600, ge=10, description="RQ timeout of one chunk job.")
+    job_retries: int = Field(3, ge=0, le=100, description="Re-runs of a chunk whose job "
+                             "failed or whose worker died.")
+    worker_heartbeat_s: int = Field(2, ge=1, description="How often a busy worker proves it "
+                                    "is alive; its job is re-run after 3 missed beats.")
+    reap_interval_s: float = Field(2.0, gt=0, description="How often the API re-queues jobs "
+                                   "of dead workers.")
+    cache_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="Lifetime of a result-cache "
+                             "entry in Redis (distributed mode).")
+
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
         if self.default_timeout_s > self.max_timeout_s:

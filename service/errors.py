@@ -48,3 +48,11 @@ class OverloadedError(AzrVerifyError):
 
 class JobNotFoundError(AzrVerifyError):
     """No job with that id is known."""
+
+
+class QueueTimeoutError(QueueError):
+    """The chunks of a batch were not all answered within the configured wait."""
+
+
+class BatchLostError(QueueError):
+    """Redis no longer holds a batch that was accepted (it restarted without persistence)."""

@@ -1,0 +1,209 @@
+"""Batches in Redis: how the API splits a request into RQ chunk jobs and reads their answers.
+
+A batch is one /v1/check or /v1/jobs request. It is split into chunks of `chunk_size` items;
+each chunk is one RQ job whose arguments carry its items (JSON, never pickle). A worker answers
+a chunk by writing its results once (see scripts.COMPLETE); the API blocks on the batch's
+notify list and reads the results when every chunk is answered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from azr_verify.service.config import Settings
+from azr_verify.service.errors import OverloadedError
+from azr_verify.service.models import CheckItem, CheckResult, PolicyName
+from azr_verify.service.queue import jobs, scripts
+from azr_verify.service.queue.connection import translate_errors
+from azr_verify.service.queue.keys import Keys
+from rq import Queue, Retry
+from rq.callbacks import Callback
+from rq.serializers import JSONSerializer
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
+def chunk_job_id(batch_id: str, index: int) -> str:
+    # RQ job ids allow [A-Za-z0-9_-]; a fixed id per chunk makes a retried chunk the same job.
+    return f"{batch_id}-{index}"
+
+
+def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk_size, total)) for start in range(0, total, chunk_size)]
+
+
+def encode_results(results: Sequence[CheckResult]) -> str:
+    # ensure_ascii: ids, outputs and errors may hold lone surrogates.
+    return json.dumps([r.model_dump(mode="json") for r in results], ensure_ascii=True,
+                      separators=(",", ":"))
+
+
+def decode_results(raw: bytes | str) -> list[CheckResult]:
+    return [CheckResult.model_validate(r) for r in json.loads(raw)]
+
+
+def make_queue(client: redis.Redis, settings: Settings) -> Queue:
+    return Queue(settings.queue_name, connection=client, serializer=JSONSerializer,
+                 default_timeout=settings.job_timeout_s)
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    total: int
+    chunks: int
+    done_chunks: int
+    failed_chunks: int
+    done_items: int
+    started: bool
+    key_name: str | None
+
+    @property
+    def complete(self) -> bool:
+        return self.done_chunks >= self.chunks
+
+
+class BatchSubmitter:
+    """API side, synchronous (RQ's enqueue is): records a batch and enqueues its chunks."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys.from_settings(settings)
+        self.queue = make_queue(client, settings)
+
+    def submit(self, batch_id: str, items: Sequence[CheckItem], policy: PolicyName,
+               key_name: str | None) -> int:
+        """Enqueues every chunk in one transaction; returns the number of chunks."""
+        s = self.settings
+        bounds = chunk_bounds(len(items), s.chunk_size)
+        retry = Retry(max=s.job_retries, enqueue_at_front=True) if s.job_retries else None
+        datas = []
+        inflight: dict[Any, Any] = {}
+        for index, (start, stop) in enumerate(bounds):
+            job_id = chunk_job_id(batch_id, index)
+            inflight[job_id] = stop - start
+            payload = [item.model_dump(mode="json", exclude_none=True)
+                       for item in items[start:stop]]
+            datas.append(Queue.prepare_data(
+                jobs.run_chunk, args=(batch_id, index, policy.value, key_name, payload),
+                job_id=job_id, timeout=s.job_timeout_s, result_ttl=0,
+                failure_ttl=s.job_ttl_s, retry=retry, meta={"ttl": s.job_ttl_s},
+                on_failure=Callback(jobs.chunk_failed), description=f"chunk {index} of {batch_id}"))
+        batch: dict[Any, Any] = {"total": len(items), "chunks": len(bounds), "policy": policy.value,
+                 "key_name": key_name or "", "created": time.time(),
+                 "done_chunks": 0, "failed_chunks": 0}
+        with translate_errors("enqueue"), self.client.pipeline() as pipe:
+            pipe.hset(self.keys.batch(batch_id), mapping=batch)
+            pipe.expire(self.keys.batch(batch_id), s.job_ttl_s)
+            if inflight:
+                pipe.hset(self.keys.inflight, mapping=inflight)
+            self.queue.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+        return len(bounds)
+
+
+class BatchReader:
+    """API side, asynchronous: admission, status, waiting and results."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys.from_settings(settings)
+        self._admit = client.register_script(scripts.ADMIT)
+        self._release = client.register_script(scripts.RELEASE)
+
+    async def admit(self, items: int) -> int:
+        """Reserves queue depth for `items`, or raises OverloadedError."""
+        with translate_errors("admission"):
+            depth = int(await self._admit(keys=[self.keys.pending_items],
+                                          args=[items, self.settings.max_queue_depth]))
+        if depth < 0:
+            raise OverloadedError(
+                f"{-depth - 1} items are queued; {items} more would exceed the configured "
+                f"depth of {self.settings.max_queue_depth}",
+                retry_after_s=self.settings.overload_retry_after_s)
+        return depth
+
+    async def release(self, items: int, job_ids: Sequence[str]) -> None:
+        with translate_errors("release"):
+            await self._release(keys=[self.keys.pending_items, self.keys.inflight],
+                                args=[items, *job_ids])
+
+    async def depth(self) -> int:
+        with translate_errors("queue depth"):
+            raw = await self.client.get(self.keys.pending_items)
+        return int(raw or 0)
+
+    async def status(self, batch_id: str) -> BatchStatus | None:
+        with translate_errors("batch status"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.batch(batch_id))
+                pipe.hvals(self.keys.progress(batch_id))
+                fields, progress = await pipe.execute()
+        if not fields:
+            return None
+        data = {k.decode(): v.decode() for k, v in fields.items()}
+        return BatchStatus(
+            total=int(data["total"]), chunks=int(data["chunks"]),
+            done_chunks=int(data.get("done_chunks", 0)),
+            failed_chunks=int(data.get("failed_chunks", 0)),
+            done_items=sum(int(v) for v in progress), started=bool(progress),
+            key_name=data.get("key_name") or None)
+
+    async def wait(self, batch_id: str, timeout_s: float) -> None:
+        """Returns when a chunk of the batch finishes, or after `timeout_s`."""
+        with translate_errors("waiting for results"):
+            await self.client.blpop([self.keys.notify(batch_id)], timeout=timeout_s)
+
+    async def results(self, batch_id: str, chunks: int) -> list[CheckResult] | None:
+        """Every chunk's results in order, or None when one of them is missing."""
+        if chunks == 0:
+            return []
+        with translate_errors("reading results"):
+            raws = await self.client.mget([self.keys.chunk_result(batch_id, index)
+                                           for index in range(chunks)])
+        found = [raw for raw in raws if raw is not None]
+        if len(found) < chunks:
+            return None
+        return [result for raw in found for result in decode_results(raw)]
+
+    async def discard(self, batch_id: str, chunks: int) -> None:
+        """Frees a batch whose results were delivered."""
+        keys = [self.keys.batch(batch_id), self.keys.progress(batch_id),
+                self.keys.notify(batch_id)]
+        keys += [self.keys.chunk_result(batch_id, index) for index in range(chunks)]
+        with translate_errors("discarding a batch"):
+            await self.client.delete(*keys)
+
+
+class ChunkReporter:
+    """Worker side (and RQ failure callbacks): progress and the one-time completion."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._complete = client.register_script(scripts.COMPLETE)
+        self._progress = client.register_script(scripts.PROGRESS)
+
+    def progress(self, batch_id: str, index: int, done: int, ttl_s: int) -> None:
+        self._progress(keys=[self.keys.progress(batch_id), self.keys.chunk_result(batch_id, index)],
+                       args=[index, done, ttl_s])
+
+    def complete(self, batch_id: str, index: int, job_id: str,
+                 results: Sequence[CheckResult], failed: bool, ttl_s: int) -> int:
+        """1: this call answered the chunk; 0: it was answered before; -1: the batch is gone."""
+        keys = [self.keys.chunk_result(batch_id, index), self.keys.batch(batch_id),
+                self.keys.progress(batch_id), self.keys.notify(batch_id),
+                self.keys.pending_items, self.keys.inflight]
+        args: list[Any] = [encode_results(results), ttl_s, len(results), index,
+                           1 if failed else 0, job_id]
+        return int(self._complete(keys=keys, args=args))
