@@ -1,0 +1,66 @@
+"""`create_app(settings)`: the FastAPI app, built explicitly from a Settings value."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from azr_verify.service import __version__
+from azr_verify.service.api.auth import ApiKeys
+from azr_verify.service.api.backend import Backend
+from azr_verify.service.api.errors import install_error_handlers
+from azr_verify.service.api.middleware import (
+    BodyLimitMiddleware,
+    RequestMetricsMiddleware,
+    UnhandledErrorMiddleware,
+)
+from azr_verify.service.api.responses import AsciiJSONResponse
+from azr_verify.service.api.routes import build_router
+from azr_verify.service.config import Settings
+from azr_verify.service.engine import Engine
+from azr_verify.service.metrics import Metrics
+from fastapi import FastAPI
+
+DESCRIPTION = """Sandboxed code-execution verifier for Absolute-Zero self-play training.
+
+Send batches of (program, input, output) triples; get typed verdicts back in order. Every
+error is JSON: `{"error": {"code", "message"}}`."""
+
+
+def build_backend(settings: Settings, engine: Engine | None = None) -> Backend:
+    """Embedded unless `settings.redis_url` is set. `engine`: reuse a running engine (tests,
+    benchmarks); the app then leaves it open on shutdown."""
+    if settings.redis_url:
+        from azr_verify.service.api.distributed import DistributedBackend
+
+        return DistributedBackend(settings)
+    from azr_verify.service.api.embedded import EmbeddedBackend
+
+    return EmbeddedBackend(settings, engine)
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    backend = build_backend(settings, engine)
+    metrics = Metrics(backend)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await backend.start()
+        try:
+            yield
+        finally:
+            await backend.aclose()
+
+    app = FastAPI(title="azr-verify", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan, default_response_class=AsciiJSONResponse)
+    app.state.settings = settings
+    app.state.backend = backend
+    app.state.metrics = metrics
+    app.state.api_keys = ApiKeys(settings.api_keys)
+    install_error_handlers(app)
+    app.include_router(build_router())
+    # Added last = outermost: request timing sees the body limit's 413s and the 500s too.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,51 @@
+"""The seam between the routes and where items run: in-process (embedded) or on RQ workers.
+
+Both implementations answer the same calls; the routes never know which one they talk to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from azr_verify.service.api.schemas import JobStatusResponse
+from azr_verify.service.audit import AuditRecord
+from azr_verify.service.metrics import TelemetrySnapshot
+from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+
+
+class Backend(Protocol):
+    mode: str
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def check(self, items: Sequence[CheckItem], policy: PolicyName,
+                    key_name: str | None) -> list[CheckResult]:
+        """Raises OverloadedError (429), QueueUnavailableError (503), QueueTimeoutError."""
+        ...
+
+    async def submit(self, items: Sequence[CheckItem], policy: PolicyName,
+                     key_name: str | None) -> str:
+        """Accepts a job; returns its id."""
+        ...
+
+    async def job(self, job_id: str, key_name: str | None) -> JobStatusResponse:
+        """Raises JobNotFoundError, also for another API key's job."""
+        ...
+
+    async def audit(self, verdict: Verdict | None, since: float | None,
+                    limit: int) -> list[AuditRecord]: ...
+
+    async def readiness(self) -> dict[str, Any]:
+        """Named checks, each {"ok": bool, ...}; ready when all are ok."""
+        ...
+
+    async def executors(self) -> dict[str, Any]:
+        """What runs items (for /v1/info)."""
+        ...
+
+    def snapshot(self) -> TelemetrySnapshot:
+        """The executors' telemetry (metrics.TelemetrySource); blocking, call off the loop."""
+        ...

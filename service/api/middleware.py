@@ -1,0 +1,166 @@
+"""Pure ASGI middleware: unexpected errors, the request-body limit, request-latency metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+from azr_verify.service.api.errors import error_response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from azr_verify.service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# After refusing a body, up to this much more is read and thrown away (never kept) before the
+# 413 goes out: closing a socket with unread data makes the kernel send RST, and the client
+# would see "connection reset" instead of the 413.
+LINGER_BYTES = 8 * 1024 * 1024
+LINGER_S = 2.0
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class UnhandledErrorMiddleware:
+    """A bug becomes a JSON 500 and the connection stays usable.
+
+    (An exception handler for `Exception` would answer too, but Starlette re-raises after it,
+    and uvicorn then drops the keep-alive connection under the client's next request.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:  # the app's outer boundary: log it, answer JSON if still possible
+            log.exception("unhandled error", extra={"path": scope.get("path")})
+            if started:
+                raise
+            response = error_response(500, "internal_error", "internal server error")
+            await response(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Reads request bodies up to `max_bytes` while they stream in, then hands them on.
+
+    A body over the limit is refused with 413 as soon as the limit is crossed (or at once when
+    Content-Length says so); memory never holds more than `max_bytes`.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared < 0:
+            await error_response(400, "bad_request", "invalid Content-Length")(scope, receive,
+                                                                                 send)
+            return
+        if declared is not None and declared > self.max_bytes:
+            await _drain(receive, LINGER_BYTES if declared <= self.max_bytes + LINGER_BYTES
+                         else 0)
+            await self._refuse(scope, receive, send, declared)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left; nothing to answer
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await _drain(receive, LINGER_BYTES, more=message.get("more_body", False))
+                await self._refuse(scope, receive, send, None)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # later calls wait for the disconnect, as usual
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send,
+                      declared: int | None) -> None:
+        size = f"{declared} bytes" if declared is not None else "the body"
+        response = error_response(413, "payload_too_large",
+                                  f"{size} exceeds the limit of {self.max_bytes} bytes",
+                                  headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return None
+
+
+async def _drain(receive: Receive, limit: int, more: bool = True) -> None:
+    """Reads and discards up to `limit` bytes for at most LINGER_S."""
+    drained = 0
+    with anyio.move_on_after(LINGER_S):
+        while more and drained < limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            drained += len(message.get("body", b""))
+            more = message.get("more_body", False)
+
+
+class RequestMetricsMiddleware:
+    """Times every HTTP request; labels by route template so label values stay bounded."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(scope["method"], label, status,
+                                         time.perf_counter() - started)

@@ -1,0 +1,76 @@
+"""Request and response bodies of the HTTP API (what /docs shows)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from azr_verify.service.audit import AuditRecord
+from azr_verify.service.models import CheckItem, CheckResult, PolicyName
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CheckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[CheckItem] = Field(description="Triples to check; results come back in order.")
+    policy: PolicyName = Field(PolicyName.AZR, description="Static safety policy.")
+
+
+class CheckResponse(BaseModel):
+    results: list[CheckResult]
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class JobCreated(BaseModel):
+    job_id: str
+    status: JobState
+
+
+class JobProgress(BaseModel):
+    done: int
+    total: int
+
+
+class JobStatusResponse(BaseModel):
+    job_id: str
+    status: JobState
+    progress: JobProgress
+    results: list[CheckResult] | None = Field(None, description="Set once the job is "
+                                              "finished or failed (failed chunks answer "
+                                              "sandbox_error).")
+    error: str | None = None
+
+
+class AuditResponse(BaseModel):
+    records: list[AuditRecord] = Field(description="Newest first.")
+
+
+class InfoResponse(BaseModel):
+    version: str
+    mode: str = Field(description="embedded or distributed")
+    backend: str = Field(description="Sandbox backend: process or docker.")
+    policies: list[str]
+    limits: dict[str, Any]
+    executors: dict[str, Any] = Field(default_factory=dict)
+
+
+class HealthResponse(BaseModel):
+    status: str
+    checks: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable.")
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,24 @@
+"""`azr-verify serve`: uvicorn running the app factory (embedded or distributed by settings)."""
+
+from __future__ import annotations
+
+import functools
+
+import uvicorn
+from azr_verify.service.api.app import create_app
+from azr_verify.service.config import Settings
+
+GRACEFUL_SHUTDOWN_S = 30
+
+
+def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        functools.partial(create_app, settings), factory=True, host=host, port=port,
+        # Our JSON logging (service/logs.py) stays in charge; per-request lines come from
+        # metrics, not an access log.
+        log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        proxy_headers=True)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    uvicorn.Server(uvicorn_config(settings, host, port)).run()
