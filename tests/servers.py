@@ -1,0 +1,208 @@
+"""Real processes for the API and distributed tests: redis-server, `azr-verify worker`s, uvicorn.
+
+Nothing here is mocked: a redis-server on a free port in a temp dir, worker subprocesses
+started through the real CLI entry point, and the real app served by uvicorn on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from azr_verify.service.api.app import create_app
+from azr_verify.service.config import Settings
+from azr_verify.service.engine import Engine
+
+REPO = Path(__file__).resolve().parent.parent
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def require(component: str, available: bool, env_flag: str) -> None:
+    """Skip when a component is missing locally; fail when CI says it must be there."""
+    if available:
+        return
+    if os.environ.get(env_flag) == "1":
+        pytest.fail(f"{component} is required ({env_flag}=1) but is not available")
+    pytest.skip(f"{component} is not available")
+
+
+def require_redis() -> str:
+    require("redis-server", REDIS_SERVER is not None, "AZR_VERIFY_REQUIRE_REDIS")
+    assert REDIS_SERVER is not None
+    return REDIS_SERVER
+
+
+def require_bwrap() -> None:
+    require("bubblewrap", shutil.which("bwrap") is not None, "AZR_VERIFY_REQUIRE_BWRAP")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,
+               interval_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+class RedisServer:
+    """A throwaway redis-server: no persistence, its own port and directory."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.binary = require_redis()
+        self.directory = directory
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no",
+             "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.ping, 10, f"redis-server on port {self.port}")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class WorkerProcess:
+    """`azr-verify worker` as a real subprocess (the CLI entry point, not an import)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "azr_verify.service.cli", "worker"],
+            env=self.env, stdout=log, stderr=log, cwd=REPO)
+        log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no warm shutdown, no cleanup; the job it holds is abandoned."""
+        if self.process is not None and self.alive():
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or not self.alive():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process build the same Settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZR_VERIFY_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        env[f"AZR_VERIFY_{name.upper()}"] = text
+    return env
+
+
+class ApiServer:
+    """The real app on a real uvicorn, in a thread of this process, on a free port."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.port = free_port()
+        config = uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=self.port,
+                                log_config=None, access_log=False, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.thread.start()
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), 30,
+                   "uvicorn start-up")
+        if not self.server.started:
+            raise RuntimeError("uvicorn did not start (see the log above)")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 60.0), **kwargs)
+
+
+@contextmanager
+def api_server(settings: Settings, engine: Engine | None = None) -> Iterator[ApiServer]:
+    server = ApiServer(settings, engine)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    """The JSON error envelope; fails the test when the body is anything else."""
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert isinstance(body["error"]["code"], str) and body["error"]["code"]
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    error: dict[str, Any] = body["error"]
+    return error
