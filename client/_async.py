@@ -125,7 +125,7 @@ class AsyncClient:
         return await self._drive(self._core.wait(job_id, timeout, poll_interval))
 
     async def audit(self, verdict: Verdict | str | None = None,
-                    since: datetime | float | str | None = None,
+                    since: datetime | float | None = None,
                     limit: int | None = None) -> list[AuditRecord]:
         return await self._drive(self._core.audit(verdict, since, limit))
 

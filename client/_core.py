@@ -237,13 +237,16 @@ class Core:
             interval = min(interval * 1.5, self.config.poll_interval_max_s)
 
     def audit(self, verdict: Verdict | str | None = None,
-              since: datetime | float | str | None = None,
+              since: datetime | float | None = None,
               limit: int | None = None) -> Flow[list[AuditRecord]]:
+        """Rejected items, newest first; `since` is a datetime or a UNIX time."""
         params: dict[str, str] = {}
         if verdict is not None:
             params["verdict"] = Verdict(verdict).value
         if since is not None:
-            params["since"] = since.isoformat() if isinstance(since, datetime) else str(since)
+            # The API takes UNIX seconds; an aware or naive datetime converts exactly.
+            stamp = since.timestamp() if isinstance(since, datetime) else float(since)
+            params["since"] = repr(stamp)
         if limit is not None:
             params["limit"] = str(limit)
         resp = yield from self.send(self.request("GET", "/v1/audit", params=params))

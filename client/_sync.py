@@ -104,7 +104,7 @@ class Client:
         return self._drive(self._core.wait(job_id, timeout, poll_interval))
 
     def audit(self, verdict: Verdict | str | None = None,
-              since: datetime | float | str | None = None,
+              since: datetime | float | None = None,
               limit: int | None = None) -> list[AuditRecord]:
         return self._drive(self._core.audit(verdict, since, limit))
 

@@ -8,7 +8,6 @@ older client keeps working against a newer server.
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -125,34 +124,39 @@ class JobStatus(BaseModel):
 class AuditRecord(BaseModel):
     """One rejected item from `GET /v1/audit`.
 
-    The service documents these fields; unknown ones are kept (`extra="allow"`) because the
-    audit log is for humans and new columns should reach them.
+    Unknown fields are kept (`extra="allow"`): the audit log is for humans, and a column a
+    newer service adds should reach them.
     """
 
     model_config = ConfigDict(extra="allow")
 
-    time: datetime | float | str | None = None
-    program_hash: str | None = None
-    program: str | None = None
-    input: str | None = None
+    time: float = Field(description="UNIX time the item was checked.")
+    program_hash: str = Field(description="sha256 of the program text.")
+    program: str
+    input: str
+    output: str | None = Field(default=None, description="The expected output sent, if any.")
+    entry: str = "f"
+    policy: str | None = None
     verdict: Verdict
     violations: list[Violation] = Field(default_factory=list)
-    error: str | None = None
     error_type: str | None = None
+    error: str | None = None
     api_key_name: str | None = None
+    item_id: str | int | None = None
     meta: dict[str, Any] | None = None
 
 
 class ServiceInfo(BaseModel):
-    """`GET /v1/info`: version, backend, policies and limits of the service."""
+    """`GET /v1/info`: version, mode, backend, policies and limits of the service."""
 
     model_config = ConfigDict(extra="allow")
 
-    version: str | None = None
-    backend: str | None = None
-    # A list of names or a mapping name -> description, depending on the service version.
-    policies: list[Any] | dict[str, Any] = Field(default_factory=list)
+    version: str
+    mode: str | None = Field(default=None, description="embedded or distributed.")
+    backend: str | None = Field(default=None, description="Sandbox backend.")
+    policies: list[str] = Field(default_factory=list)
     limits: dict[str, Any] = Field(default_factory=dict)
+    executors: dict[str, Any] = Field(default_factory=dict)
 
 
 # Response envelopes (internal to the client, but typed so a malformed body is caught once).

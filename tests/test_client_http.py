@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -163,7 +164,7 @@ def build_stub(state: StubState) -> Any:
             return denied
         state.audit_queries.append(dict(request.query_params))
         records = [
-            {"time": "2025-01-01T00:00:00Z", "program_hash": "ab", "program": "import os",
+            {"time": 1735689600.5, "program_hash": "ab", "program": "import os",
              "input": "1", "verdict": "unsafe", "api_key_name": None,
              "violations": [{"rule": "import", "name": "os", "line": 1}],
              "meta": {"step": 3}, "future_field": 1},
@@ -471,11 +472,15 @@ def test_async_jobs_audit_info(server: tuple[str, StubState]) -> None:
 
 
 def test_audit_sync_keeps_unknown_fields(server: tuple[str, StubState]) -> None:
-    url, _ = server
+    url, state = server
+    since = datetime(2025, 1, 1, tzinfo=UTC)
     with Client(url, config=FAST) as client:
-        records = client.audit()
+        records = client.audit(since=since)
     assert [r.verdict for r in records] == [Verdict.UNSAFE, Verdict.RUNTIME_ERROR]
     assert records[0].model_extra == {"future_field": 1}
+    assert records[0].time == 1735689600.5
+    # The API takes UNIX seconds.
+    assert state.audit_queries == [{"since": "1735689600.0"}]
 
 
 def test_azr_helpers(server: tuple[str, StubState]) -> None:
