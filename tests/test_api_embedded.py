@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 
