@@ -58,6 +58,7 @@ LITERAL_SCALARS = (int, float, complex, str, bytes, bool, type(None))
 
 # --- seccomp -----------------------------------------------------------------------------------
 
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
@@ -187,6 +188,10 @@ def install_seccomp() -> None:
                       ctypes.c_ulong]
     if prctl(PR_SET_NO_NEW_PRIVS, 1, None, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+    # Not dumpable: the /proc/<pid> files of the zygote and of every child (environ, mem,
+    # maps...) become root's, unreadable wherever a /proc is mounted (a container has one).
+    if prctl(PR_SET_DUMPABLE, 0, None, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_DUMPABLE failed")
     if prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP failed")
 
