@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Builds the azr-verify sandbox image, with no registry by default:
+#   debootstrap a minimal Debian (python3-minimal + its stdlib) -> `docker import` it as a base
+#   image -> `docker build` the Dockerfile FROM it, which keeps only the interpreter, its
+#   libraries and the runner in one flattened layer.
+#
+# Usage: bash sandbox_images/python/build.sh [IMAGE_TAG]        (default azr-verify-sandbox:latest)
+#
+# A no-op when IMAGE_TAG already carries the label azr-verify.build-hash of the current inputs
+# (runner.py, Dockerfile, make_rootfs.py, seccomp.json and the base choice).
+# Environment:
+#   AZR_SANDBOX_BASE=python:3.11-slim   build FROM a pullable image instead of debootstrapping
+#   AZR_DEBIAN_MIRROR=URL               mirror for debootstrap (default: from the apt sources)
+#   AZR_DEBIAN_SUITE=bookworm           Debian suite for debootstrap
+#   AZR_SANDBOX_FORCE=1                 rebuild even when the labels say it is up to date
+set -euo pipefail
+
+TAG=${1:-azr-verify-sandbox:latest}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+RUNNER=$REPO/service/sandbox/runner.py
+SECCOMP=$REPO/sandbox_images/seccomp.json
+BUILD_DIR=$HERE/.build
+SUITE=${AZR_DEBIAN_SUITE:-bookworm}
+# libpython3-stdlib (not python3.X-minimal) holds ctypes, which the runner needs for prctl.
+PACKAGES=python3-minimal,libpython3-stdlib
+DOCKER=${DOCKER:-docker}
+START=$(date +%s)
+
+log() { printf 'build.sh: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+label_of() {  # label_of IMAGE LABEL -> the label's value, empty when absent or no image
+    "$DOCKER" image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true
+}
+
+find_mirror() {  # the first Debian (non-security) mirror named in the apt sources
+    local files=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources)
+    local existing=()
+    for file in "${files[@]}"; do [ -f "$file" ] && existing+=("$file"); done
+    [ ${#existing[@]} -gt 0 ] || { echo http://deb.debian.org/debian; return; }
+    {
+        awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:\/\//) { print $i; break } }' \
+            "${existing[@]}"
+        awk 'tolower($1) == "uris:" { for (i = 2; i <= NF; i++) print $i }' "${existing[@]}"
+    } | grep -E '/debian/?$' | grep -v security | head -n 1 || echo http://deb.debian.org/debian
+}
+
+debootstrap_base() {  # debootstrap_base IMAGE: a minimal Debian with Python, imported as IMAGE
+    command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
+    [ "$(id -u)" = 0 ] || die "debootstrap needs root"
+    local mirror=${AZR_DEBIAN_MIRROR:-$(find_mirror)}
+    local rootfs=$BUILD_DIR/rootfs
+    rm -rf "$rootfs"
+    log "debootstrap $SUITE from $mirror (about 40 s)"
+    debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$mirror" \
+        >"$BUILD_DIR/debootstrap.log" 2>&1 \
+        || die "debootstrap failed; see $BUILD_DIR/debootstrap.log"
+    # Only a build stage, but a smaller cached base imports faster: no package caches or docs.
+    rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc \
+        "$rootfs"/usr/share/man "$rootfs"/usr/share/info "$rootfs"/usr/share/locale
+    tar -C "$rootfs" -c . | "$DOCKER" import --change 'LABEL azr-verify.sandbox-base="1"' - "$1" \
+        >/dev/null
+    rm -rf "$rootfs"
+}
+
+stage_context() {  # stage_context DIR: only what the Dockerfile copies (not the whole repo)
+    rm -rf "$1"
+    mkdir -p "$1"
+    cp "$HERE/Dockerfile" "$HERE/make_rootfs.py" "$RUNNER" "$1/"
+}
+
+main() {
+    "$DOCKER" info >/dev/null 2>&1 || die "cannot reach dockerd (start it, e.g. make dockerd)"
+    mkdir -p "$BUILD_DIR"
+    if command -v flock >/dev/null; then  # two `make test`s at once build once
+        exec 9>"$BUILD_DIR/lock"
+        flock 9
+    fi
+    local base_choice=${AZR_SANDBOX_BASE:-debootstrap:$SUITE:$PACKAGES}
+    local runner_sha build_hash
+    runner_sha=$(sha256sum "$RUNNER" | cut -d' ' -f1)
+    build_hash=$({ cat "$RUNNER" "$HERE/Dockerfile" "$HERE/make_rootfs.py" "$SECCOMP";
+                   printf '%s' "$base_choice"; } | sha256sum | cut -d' ' -f1)
+    if [ "${AZR_SANDBOX_FORCE:-0}" != 1 ] \
+        && [ "$(label_of "$TAG" azr-verify.build-hash)" = "$build_hash" ]; then
+        log "$TAG is up to date (build hash ${build_hash:0:12})"
+        return
+    fi
+    local base=${AZR_SANDBOX_BASE:-}
+    if [ -z "$base" ]; then
+        base=azr-verify-sandbox-base:$SUITE-$(printf '%s' "$base_choice" | sha256sum | cut -c1-12)
+        if [ -z "$(label_of "$base" azr-verify.sandbox-base)" ]; then
+            debootstrap_base "$base"
+        else
+            log "reusing base image $base"
+        fi
+    fi
+    stage_context "$BUILD_DIR/context"
+    log "docker build $TAG FROM $base"
+    "$DOCKER" build --quiet --build-arg "BASE=$base" \
+        --label "azr-verify.build-hash=$build_hash" \
+        --label "azr-verify.runner-sha256=$runner_sha" \
+        -t "$TAG" "$BUILD_DIR/context" >/dev/null
+    # Fail here, not in the service, when the interpreter cannot load what the runner needs.
+    "$DOCKER" run --rm --network none --read-only --cap-drop ALL "$TAG" \
+        python3 -s -S -B -P -c 'import _ctypes, resource, select, json, os; os.pidfd_open' \
+        || die "the image's interpreter is missing modules the runner needs"
+    log "built $TAG (runner ${runner_sha:0:12}) in $(( $(date +%s) - START )) s"
+}
+
+main
