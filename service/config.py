@@ -46,6 +46,19 @@ class Settings(BaseSettings):
                                       description="Executions before a container is replaced.")
     docker_cpus: float = Field(1.0, gt=0, description="CPU quota of each sandbox container.")
     docker_pids_limit: int = Field(64, ge=8, description="pids limit of each container.")
+    docker_memory_mb: int | None = Field(None, ge=64, description="Memory (= memory+swap) "
+                                         "limit of each container; default max_memory_mb "
+                                         "plus room for the zygote.")
+    docker_seccomp_profile: Path | None = Field(None, description="Seccomp profile JSON for "
+                                                "the containers; default: the source tree's "
+                                                "sandbox_images/seccomp.json.")
+    docker_instance_id: str | None = Field(None, description="Stable name of this service "
+                                           "instance: its containers left over from a "
+                                           "previous run are removed at start-up. Default: "
+                                           "unique per process.")
+    docker_api_timeout_s: float = Field(30.0, gt=0, description="Timeout of each Docker API "
+                                        "call, so that a hung daemon is an error, not a hang.")
+
 
     # Per-item limits: defaults, and the caps a request cannot exceed.
     default_timeout_s: float = Field(5.0, gt=0)
