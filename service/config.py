@@ -59,7 +59,6 @@ class Settings(BaseSettings):
     docker_api_timeout_s: float = Field(30.0, gt=0, description="Timeout of each Docker API "
                                         "call, so that a hung daemon is an error, not a hang.")
 
-
     # Per-item limits: defaults, and the caps a request cannot exceed.
     default_timeout_s: float = Field(5.0, gt=0)
     max_timeout_s: float = Field(30.0, gt=0)
