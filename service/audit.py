@@ -28,6 +28,7 @@ DB_NAME = "audit.sqlite3"
 # Rows trimmed to `audit_retention` once per this many inserts (trimming scans an index).
 _TRIM_EVERY = 1000
 _PAGE = 500
+CLOCK_SKEW_S = 300
 
 
 class AuditRecord(BaseModel):
@@ -185,7 +186,9 @@ class RedisAuditStore:
             pipe.execute()
 
     def _pages(self, since: float | None, newest_first: bool) -> Iterator[list[AuditRecord]]:
-        low = "-" if since is None else str(int(since * 1000))
+        # Stream ids are Redis' clock, record times the workers': start early enough for any
+        # plausible skew, then filter on the record's own time.
+        low = "-" if since is None else str(max(0, int((since - CLOCK_SKEW_S) * 1000)))
         high = "+"
         while True:
             entries: Any

@@ -53,6 +53,9 @@ class EngineWorker(SimpleWorker):
     """A SimpleWorker whose running job is kept alive by `Beat` and expires fast without it."""
 
     heartbeat_s: int = 2
+    # RQ backs off up to a minute between reconnection attempts; a verifier should resume
+    # within seconds of Redis coming back.
+    max_connection_wait_time = 5.0
 
     def __init__(self, *args: object, heartbeat_s: int, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
