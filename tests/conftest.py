@@ -44,3 +44,12 @@ def engine(engine_settings: Settings) -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def service_url(engine_settings: Settings, engine: Engine) -> Iterator[str]:
+    """The real app (embedded mode) on a real uvicorn, sharing the session's sandbox pool."""
+    from .servers import api_server
+
+    with api_server(engine_settings, engine) as server:
+        yield server.url

@@ -1,21 +1,13 @@
-"""End to end on CPU: a tiny random causal LM runs full AZR steps against a real HTTP service.
+"""End to end on CPU: a tiny random causal LM runs full AZR steps against the real service.
 
-`service_url` is the service under test. Until tests/conftest.py provides the real
-azr-verify service, this module provides `_local_service_url`: a minimal verifier served by a
-real uvicorn on loopback that executes each batch in a separate Python process (per-item
-alarm, literal-only inputs, `==` on parsed literals). Delete the module-level `service_url`
-fixture below once the shared one exists.
+`service_url` (tests/conftest.py) is the azr-verify app on a real uvicorn, backed by the
+session's bubblewrap sandbox pool.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +15,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-uvicorn = pytest.importorskip("uvicorn")
 from azr_verify.client import TaskType, fenced_blocks  # noqa: E402
 from azr_verify.trainer_adapter.cli import train_main  # noqa: E402
 from azr_verify.trainer_adapter.config import TrainConfig  # noqa: E402
@@ -36,99 +27,6 @@ from azr_verify.trainer_adapter.rollout import (  # noqa: E402
     Stage,
 )
 from azr_verify.trainer_adapter.runner import run_training  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse  # noqa: E402
-from starlette.routing import Route  # noqa: E402
-
-# -- a minimal real verifier ---------------------------------------------------------------
-
-_EXECUTOR = r'''
-import ast, json, signal, sys
-
-def alarm(*_):
-    raise TimeoutError
-signal.signal(signal.SIGALRM, alarm)
-
-def literal_args(text):
-    call = ast.parse("f(" + text + ")", mode="eval").body
-    args = [ast.literal_eval(a) for a in call.args]
-    kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-    return args, kwargs
-
-def judge(item):
-    try:
-        args, kwargs = literal_args(item["input"])
-        code = compile(item["program"], "<program>", "exec")
-    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as exc:
-        return {"verdict": "syntax_error", "error": str(exc)[:200]}
-    scope = {"__name__": "__azr__"}
-    signal.setitimer(signal.ITIMER_REAL, 1.0)
-    try:
-        exec(code, scope)
-        if "f" not in scope:
-            return {"verdict": "syntax_error", "error": "no f"}
-        value = scope["f"](*args, **kwargs)
-        text = repr(value)
-    except TimeoutError:
-        return {"verdict": "timeout"}
-    except BaseException as exc:
-        return {"verdict": "runtime_error", "error_type": type(exc).__name__}
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    try:
-        parsed = ast.literal_eval(text)
-    except Exception:
-        return {"verdict": "not_literal", "output": text[:200]}
-    if item.get("output") is None:
-        return {"verdict": "accepted", "output": text}
-    try:
-        expected = ast.literal_eval(item["output"])
-    except Exception:
-        return {"verdict": "wrong_output", "output": text}
-    return {"verdict": "accepted" if parsed == expected else "wrong_output", "output": text}
-
-print(json.dumps([judge(i) for i in json.load(sys.stdin)]))
-'''
-
-
-async def _check(request: Request) -> JSONResponse:
-    items = json.loads(await request.body())["items"]
-    try:
-        done = subprocess.run([sys.executable, "-I", "-S", "-c", _EXECUTOR],
-                              input=json.dumps(items), capture_output=True, text=True,
-                              timeout=30, check=True)
-        results = json.loads(done.stdout)
-    except (subprocess.SubprocessError, ValueError):
-        results = [{"verdict": "sandbox_error"} for _ in items]
-    for item, result in zip(items, results, strict=True):
-        result["id"] = item.get("id")
-    return JSONResponse({"results": results})
-
-
-@pytest.fixture(scope="module")
-def _local_service_url() -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(
-        Starlette(routes=[Route("/v1/check", _check, methods=["POST"])]),
-        log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
-
-
-@pytest.fixture(scope="module")
-def service_url(_local_service_url: str) -> str:
-    # Delete this fixture once tests/conftest.py provides `service_url` (the real service).
-    return _local_service_url
-
 
 # -- scripted completions ------------------------------------------------------------------
 
