@@ -64,6 +64,15 @@ debootstrap_base() {  # debootstrap_base IMAGE: a minimal Debian with Python, im
     rm -rf "$rootfs"
 }
 
+remove_if_untagged() {  # the image this build replaced, unless something else still names it
+    [ -n "$1" ] || return 0
+    local tags
+    tags=$("$DOCKER" image inspect --format '{{len .RepoTags}}' "$1" 2>/dev/null || echo gone)
+    if [ "$tags" = 0 ]; then
+        "$DOCKER" image rm "$1" >/dev/null 2>&1 || true
+    fi
+}
+
 stage_context() {  # stage_context DIR: only what the Dockerfile copies (not the whole repo)
     rm -rf "$1"
     mkdir -p "$1"
@@ -97,6 +106,8 @@ main() {
         fi
     fi
     stage_context "$BUILD_DIR/context"
+    local previous
+    previous=$("$DOCKER" image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
     log "docker build $TAG FROM $base"
     "$DOCKER" build --quiet --build-arg "BASE=$base" \
         --label "azr-verify.build-hash=$build_hash" \
@@ -106,6 +117,7 @@ main() {
     "$DOCKER" run --rm --network none --read-only --cap-drop ALL "$TAG" \
         python3 -s -S -B -P -c 'import _ctypes, resource, select, json, os; os.pidfd_open' \
         || die "the image's interpreter is missing modules the runner needs"
+    remove_if_untagged "$previous"
     log "built $TAG (runner ${runner_sha:0:12}) in $(( $(date +%s) - START )) s"
 }
 
