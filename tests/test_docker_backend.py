@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -340,8 +341,11 @@ def test_docker_kill_mid_batch_every_item_answered_and_pool_refills(
 
 @pytest.mark.docker
 def test_idle_container_killed_from_outside_is_replaced(docker_pool: ZygotePool) -> None:
+    """SIGKILL from the host to the runner (the container's PID 1), as for the process backend."""
     victim = container_of(docker_pool, 1)
-    sdk().kill(victim)
+    runner_pid = docker_pool.zygote_pids()[1]
+    assert runner_pid == sdk().inspect_container(victim)["State"]["Pid"]
+    os.kill(runner_pid, signal.SIGKILL)
     assert wait_until(lambda: not container_exists(victim))
     outcome = docker_pool.submit(request("def f(x):\n    return 'ok'\n"), 1).result(timeout=60)
     assert outcome == ExecOutcome(OutcomeKind.VALUE, repr="'ok'", duration_ms=outcome.duration_ms)

@@ -313,6 +313,21 @@ class ContainerConnection:
         self._stderr = bytearray()
         self._eof = False
         self._closed = False
+        self._pid: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """Host pid of the runner (the container's PID 1): one API call on first use.
+
+        Lets `ZygotePool.zygote_pids` (operators, tests that SIGKILL zygotes) work as for the
+        process backend.
+        """
+        if self._pid is None and not self._closed:
+            try:
+                self._pid = int(self._api.inspect_container(self.container_id)["State"]["Pid"])
+            except (*DOCKER_ERRORS, KeyError, TypeError, ValueError):
+                return None
+        return self._pid or None
 
     def send(self, data: bytes) -> None:
         if self._closed:
