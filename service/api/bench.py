@@ -1,0 +1,291 @@
+"""`azr-verify bench --http`: the HTTP service measured against the engine, in one run.
+
+- engine: `Engine.check` in this process, batches of 256 (the reference rate);
+- HTTP embedded: `azr-verify serve` as a separate process, POST /v1/check with batches of 256
+  from one and from two concurrent clients, then single-item requests (p50 / p99 latency);
+- HTTP distributed: a throwaway redis-server, the API and 1 then 2 `azr-verify worker`
+  processes on this machine, the same batches.
+
+Every phase uses programs no earlier phase used, so no number is a cache hit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from azr_verify.service.bench import trivial_items
+from azr_verify.service.config import Settings
+from azr_verify.service.engine import Engine
+from azr_verify.service.models import CheckItem, PolicyName, Verdict
+
+BATCH = 256
+START_TIMEOUT_S = 60.0
+# Offsets that keep each phase's programs distinct from every other phase's.
+_PHASE_OFFSET = 10_000_000
+
+
+@dataclass
+class Row:
+    what: str
+    triples: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.triples / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+class _Phases:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def items(self, count: int, runs: int) -> list[CheckItem]:
+        self.n += 1
+        return trivial_items(count, runs, offset=self.n * _PHASE_OFFSET)
+
+
+def _payload(items: Sequence[CheckItem]) -> bytes:
+    return json.dumps({"items": [i.model_dump(mode="json", exclude_none=True) for i in items],
+                       "policy": PolicyName.AZR.value}).encode()
+
+
+def _check_accepted(results: list[dict[str, Any]]) -> None:
+    bad = [r for r in results if r["verdict"] != Verdict.ACCEPTED.value]
+    if bad:
+        raise RuntimeError(f"benchmark item not accepted: {bad[0]}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZR_VERIFY_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"AZR_VERIFY_{name.upper()}"] = value if isinstance(value, str) \
+                else json.dumps(value)
+    return env
+
+
+def _wait(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+@contextmanager
+def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=out)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "azr_verify.service.cli", *args]
+
+
+@contextmanager
+def _api(settings: Settings, logs: Path) -> Iterator[str]:
+    port = _free_port()
+    with _process(_cli("serve", "--host", "127.0.0.1", "--port", str(port)),
+                  _child_env(settings), logs / f"api-{port}.log") as process:
+        url = f"http://127.0.0.1:{port}"
+        _wait(f"{url}/readyz", process)
+        yield url
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+def bench_engine(settings: Settings, phases: _Phases, triples: int, single: int,
+                 runs: int) -> tuple[Row, Row]:
+    """Batches of 256, then one item at a time (the floor under any HTTP latency)."""
+    with Engine.start(settings) as engine:
+        engine.check(phases.items(64, runs), PolicyName.AZR)  # warm-up
+        items = phases.items(triples, runs)
+        started = time.perf_counter()
+        for start in range(0, triples, BATCH):
+            results = engine.check(items[start:start + BATCH], PolicyName.AZR)
+            _check_accepted([r.model_dump(mode="json") for r in results])
+        batches = Row(f"engine (in process), batches of {BATCH}", triples,
+                      time.perf_counter() - started)
+        latencies = []
+        started = time.perf_counter()
+        for item in phases.items(single, runs):
+            sent = time.perf_counter()
+            _check_accepted([engine.check([item], PolicyName.AZR)[0].model_dump(mode="json")])
+            latencies.append((time.perf_counter() - sent) * 1000)
+        one = Row("engine (in process), single item", single, time.perf_counter() - started,
+                  latencies)
+        return batches, one
+
+
+def bench_batches(url: str, what: str, phases: _Phases, triples: int, runs: int,
+                  clients: int) -> Row:
+    with httpx.Client(base_url=url, timeout=300) as warm:
+        warm.post("/v1/check", content=_payload(phases.items(64, runs)),
+                  headers={"Content-Type": "application/json"}).raise_for_status()
+    items = phases.items(triples, runs)
+    bodies = [_payload(items[s:s + BATCH]) for s in range(0, triples, BATCH)]
+
+    def send(share: list[bytes]) -> None:
+        with httpx.Client(base_url=url, timeout=300) as client:
+            for body in share:
+                response = client.post("/v1/check", content=body,
+                                       headers={"Content-Type": "application/json"})
+                response.raise_for_status()
+                _check_accepted(response.json()["results"])
+
+    shares = [bodies[k::clients] for k in range(clients)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(send, shares))
+    return Row(f"{what}, batches of {BATCH}, {clients} client(s)", triples,
+               time.perf_counter() - started)
+
+
+def bench_single(url: str, what: str, phases: _Phases, count: int, runs: int) -> Row:
+    items = phases.items(count, runs)
+    latencies: list[float] = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for warm in phases.items(20, runs):
+            client.post("/v1/check", content=_payload([warm]),
+                        headers={"Content-Type": "application/json"}).raise_for_status()
+        started = time.perf_counter()
+        for item in items:
+            sent = time.perf_counter()
+            response = client.post("/v1/check", content=_payload([item]),
+                                   headers={"Content-Type": "application/json"})
+            latencies.append((time.perf_counter() - sent) * 1000)
+            response.raise_for_status()
+            _check_accepted(response.json()["results"])
+    return Row(f"{what}, single item", count, time.perf_counter() - started, latencies)
+
+
+@contextmanager
+def _redis(binary: str, directory: Path) -> Iterator[str]:
+    port = _free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+            "no", "--dir", str(directory)]
+    with _process(argv, dict(os.environ), directory / "redis.log"):
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+def _wait_workers(url: str, count: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        info = httpx.get(f"{url}/v1/info", timeout=5).json()
+        if info["executors"]["processes"] >= count:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{count} workers did not report in time")
+
+
+def bench_distributed(settings: Settings, phases: _Phases, triples: int, runs: int,
+                      worker_counts: Sequence[int], logs: Path) -> list[Row]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return []
+    rows: list[Row] = []
+    redis_dir = logs / "redis"
+    redis_dir.mkdir()
+    with _redis(binary, redis_dir) as redis_url:
+        distributed = settings.model_copy(update={"redis_url": redis_url})
+        with _api(distributed, logs) as url, ExitStack() as workers:
+            running = 0
+            for count in worker_counts:
+                while running < count:
+                    workers.enter_context(_process(_cli("worker"), _child_env(distributed),
+                                                   logs / f"worker-{running}.log"))
+                    running += 1
+                _wait_workers(url, count)
+                what = f"HTTP distributed, {count} worker(s)"
+                rows.append(bench_batches(url, what, phases, triples, runs, clients=2))
+                rows.append(bench_single(url, what, phases, 100, runs))
+    return rows
+
+
+def run_http_bench(settings: Settings, triples: int = 4096, single: int = 300,
+                   determinism_runs: int = 2, distributed: bool = True,
+                   worker_counts: Sequence[int] = (1, 2)) -> str:
+    """Runs every phase and returns the table."""
+    phases = _Phases()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="azr-bench-") as tmp:
+        logs = Path(tmp)
+        embedded = settings.model_copy(update={"redis_url": None, "data_dir": logs / "data"})
+        engine, engine_single = bench_engine(settings, phases, triples, single,
+                                             determinism_runs)
+        rows += [engine, engine_single]
+        with _api(embedded, logs) as url:
+            for clients in (1, 2):
+                rows.append(bench_batches(url, "HTTP embedded", phases, triples,
+                                          determinism_runs, clients))
+            rows.append(bench_single(url, "HTTP embedded", phases, single, determinism_runs))
+        if distributed:
+            rows += bench_distributed(embedded, phases, triples, determinism_runs,
+                                      worker_counts, logs)
+    return format_rows(rows, engine, settings, determinism_runs, distributed)
+
+
+def format_rows(rows: list[Row], engine: Row, settings: Settings, runs: int,
+                distributed: bool) -> str:
+    lines = [f"cpus={os.cpu_count()} zygotes/process={settings.workers} "
+             f"determinism_runs={runs} chunk_size={settings.chunk_size}",
+             f"{'what':<60} {'triples':>7} {'seconds':>8} {'triples/s':>10} {'vs engine':>9} "
+             f"{'p50 ms':>7} {'p99 ms':>7}"]
+    for row in rows:
+        ratio = f"{row.rate / engine.rate:.0%}" if engine.rate and not row.latencies_ms else ""
+        p50 = f"{row.percentile(0.50):.1f}" if row.latencies_ms else ""
+        p99 = f"{row.percentile(0.99):.1f}" if row.latencies_ms else ""
+        lines.append(f"{row.what:<60} {row.triples:>7} {row.seconds:>8.2f} {row.rate:>10.1f} "
+                     f"{ratio:>9} {p50:>7} {p99:>7}")
+    if distributed and not any("distributed" in row.what for row in rows):
+        lines.append("(distributed mode skipped: redis-server is not installed)")
+    return "\n".join(lines)
