@@ -131,6 +131,9 @@ class _Worker(threading.Thread):
             self.ensure_started()
         except SandboxUnavailableError as exc:
             self.boot_error = exc
+        except Exception as exc:  # any launcher bug must fail start(), never hang it
+            self.boot_error = SandboxUnavailableError(f"zygote {self.index} failed to start: "
+                                                      f"{exc!r}")
         self.booted.set()
         if self.boot_error is not None:
             return

@@ -162,7 +162,9 @@ class BubblewrapLauncher:
         argv = [
             *self._base_argv,
             "--setenv", "PYTHONHASHSEED", str(hash_seed),
-            "--", self.interpreter.executable, "-I", "-S", "-B", SANDBOX_RUNNER,
+            # Not -I: it implies -E, which would ignore PYTHONHASHSEED. bubblewrap already
+            # clears the environment; -s -S -P keep user site, site and cwd off sys.path.
+            "--", self.interpreter.executable, "-s", "-S", "-B", "-P", SANDBOX_RUNNER,
         ]
         user = NOBODY if self._switch_uid else None
         return SubprocessConnection(f"zygote-{index}-seed{hash_seed}", argv, user=user,

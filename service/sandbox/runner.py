@@ -1,7 +1,8 @@
 """The in-sandbox fork-server ("zygote"). Standard library only; shared by every backend.
 
-Started as `python -I -S runner.py` as PID 1 of its own pid namespace inside the sandbox
-(bubblewrap or a container), under an unprivileged uid. It installs a seccomp filter on itself
+Started as `python -s -S -B -P runner.py` (not -I: it would ignore PYTHONHASHSEED) as PID 1
+of its own pid namespace inside the sandbox (bubblewrap or a container), under an unprivileged
+uid. It installs a seccomp filter on itself
 once (no sockets, exec, threads, namespaces, ptrace, mount, bpf, keyctl, write-opens, ...; every
 child inherits it), imports the common pure modules, then serves frames on stdin/stdout: each
 request frame is a JSON list of executions; for each one it forks a child that
@@ -343,7 +344,10 @@ class Zygote:
     def serve(self) -> None:
         self.send({"kind": "hello", "protocol": RUNNER_PROTOCOL, "pid": os.getpid(),
                    "python": sys.version.split()[0],
-                   "hash_seed": os.environ.get("PYTHONHASHSEED"),
+                   # The seed only counts if the interpreter read the environment (-E/-I
+                   # make it ignore PYTHONHASHSEED): report None then, and the host refuses.
+                   "hash_seed": None if sys.flags.ignore_environment
+                   else os.environ.get("PYTHONHASHSEED"),
                    "fork_blocked": self.fork_is_blocked()})
         while True:
             header = self._read_exact(HEADER.size)
