@@ -244,8 +244,7 @@ def bench_distributed(settings: Settings, phases: _Phases, triples: int, single:
                       runs: int, rounds: int, worker_counts: Sequence[int],
                       logs: Path) -> list[Row]:
     binary = shutil.which("redis-server")
-    if binary is None:
-        return []
+    assert binary is not None, "checked by run_http_bench"
     rows: list[Row] = []
     redis_dir = logs / "redis"
     redis_dir.mkdir()
@@ -294,14 +293,18 @@ def run_http_bench(settings: Settings, triples: int = 2048, single: int = 200,
                 keep(engine_single(engine, phases, single, determinism_runs))
                 keep(http_single(url, "HTTP embedded", phases, single, determinism_runs))
         rows = [_merge(group) for group in measured.values()]
+        skipped = None
         if distributed:
-            rows += bench_distributed(embedded, phases, triples, single // 2,
-                                      determinism_runs, rounds, worker_counts, logs)
-    return format_rows(rows, rows[0], settings, determinism_runs, rounds, distributed)
+            if shutil.which("redis-server") is None:
+                skipped = "distributed mode skipped: redis-server is not installed"
+            else:
+                rows += bench_distributed(embedded, phases, triples, single // 2,
+                                          determinism_runs, rounds, worker_counts, logs)
+    return format_rows(rows, rows[0], settings, determinism_runs, rounds, skipped)
 
 
 def format_rows(rows: list[Row], engine: Row, settings: Settings, runs: int, rounds: int,
-                distributed: bool) -> str:
+                note: str | None) -> str:
     lines = [f"cpus={os.cpu_count()} zygotes/process={settings.workers} "
              f"determinism_runs={runs} chunk_size={settings.chunk_size}; throughput: best of "
              f"{rounds} interleaved rounds; latency: all rounds",
@@ -313,6 +316,6 @@ def format_rows(rows: list[Row], engine: Row, settings: Settings, runs: int, rou
         p99 = f"{row.percentile(0.99):.1f}" if row.latencies_ms else ""
         lines.append(f"{row.what:<60} {row.triples:>7} {row.seconds:>8.2f} {row.rate:>10.1f} "
                      f"{ratio:>9} {p50:>7} {p99:>7}")
-    if distributed and not any("distributed" in row.what for row in rows):
-        lines.append("(distributed mode skipped: redis-server is not installed)")
+    if note:
+        lines.append(f"({note})")
     return "\n".join(lines)
