@@ -240,15 +240,13 @@ def _wait_workers(url: str, count: int) -> None:
     raise RuntimeError(f"{count} workers did not report in time")
 
 
-def bench_distributed(settings: Settings, phases: _Phases, triples: int, single: int,
-                      runs: int, rounds: int, worker_counts: Sequence[int],
+def bench_distributed(settings: Settings, redis_server: str, phases: _Phases, triples: int,
+                      single: int, runs: int, rounds: int, worker_counts: Sequence[int],
                       logs: Path) -> list[Row]:
-    binary = shutil.which("redis-server")
-    assert binary is not None, "checked by run_http_bench"
     rows: list[Row] = []
     redis_dir = logs / "redis"
     redis_dir.mkdir()
-    with _redis(binary, redis_dir) as redis_url:
+    with _redis(redis_server, redis_dir) as redis_url:
         distributed = settings.model_copy(update={"redis_url": redis_url})
         with _api(distributed, logs) as url, ExitStack() as workers:
             running = 0
@@ -294,12 +292,12 @@ def run_http_bench(settings: Settings, triples: int = 2048, single: int = 200,
                 keep(http_single(url, "HTTP embedded", phases, single, determinism_runs))
         rows = [_merge(group) for group in measured.values()]
         skipped = None
-        if distributed:
-            if shutil.which("redis-server") is None:
-                skipped = "distributed mode skipped: redis-server is not installed"
-            else:
-                rows += bench_distributed(embedded, phases, triples, single // 2,
-                                          determinism_runs, rounds, worker_counts, logs)
+        redis_server = shutil.which("redis-server")
+        if distributed and redis_server is None:
+            skipped = "distributed mode skipped: redis-server is not installed"
+        elif distributed and redis_server is not None:
+            rows += bench_distributed(embedded, redis_server, phases, triples, single // 2,
+                                      determinism_runs, rounds, worker_counts, logs)
     return format_rows(rows, rows[0], settings, determinism_runs, rounds, skipped)
 
 
