@@ -4,6 +4,9 @@ restart Redis) run last and leave the cluster whole again."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from .servers import (
+    REPO,
     ApiServer,
     RedisServer,
     WorkerProcess,
@@ -234,6 +238,19 @@ def test_audit_returns_unsafe_and_nondeterministic_with_reasons(cluster: Cluster
     assert mine["unsafe"]["verdict"] == "unsafe"
     assert mine["unsafe"]["violations"][0]["name"] == "os"
     assert {r["verdict"] for r in only_unsafe["records"]} == {"unsafe"}
+
+
+def test_audit_export_cli_reads_redis(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "audit.jsonl"
+    env = settings_env(cluster.settings.model_copy(update={"redis_url": None}))
+    done = subprocess.run(
+        [sys.executable, "-m", "azr_verify.service.cli", "audit", "export", "--redis-url",
+         cluster.redis.url, "--verdict", "nondeterministic", "-o", str(out)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines and {line["verdict"] for line in lines} == {"nondeterministic"}
+    assert [line["time"] for line in lines] == sorted(line["time"] for line in lines)
 
 
 def test_metrics_after_a_batch(cluster: Cluster) -> None:
