@@ -7,7 +7,8 @@ How multi-process works here: nothing relies on process-local counters for what 
   they sum across processes and survive a worker's death) and publishes its pool gauges in a
   per-worker hash with a TTL; the API reads them at scrape time (queue/telemetry.py). Prometheus
   scrapes only the API, whose own request-latency histogram is process-local (one API process
-  per pod; scrape each pod).
+  per pod; scrape each pod). Every API replica reports the same Redis-wide executor values,
+  so dashboards aggregate those with `max` across replicas, and request metrics with `sum`.
 
 Each app builds its own `CollectorRegistry`: no import-time global registry.
 """
