@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-APT_PACKAGES := bubblewrap redis-server docker.io debootstrap util-linux
 SANDBOX_IMAGE ?= azr-verify-sandbox:latest
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -19,6 +18,7 @@ system-deps: ## install the Debian packages the sandboxes and tests need (as roo
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \

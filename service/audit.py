@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import redis
+from pydantic import BaseModel, Field
+
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import ConfigError
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict, Violation
 from azr_verify.service.queue.connection import as_text, sync_client, translate_errors
 from azr_verify.service.queue.keys import Keys
-from pydantic import BaseModel, Field
 
 DB_NAME = "audit.sqlite3"
 # Rows trimmed to `audit_retention` once per this many inserts (trimming scans an index).

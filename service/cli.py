@@ -9,12 +9,13 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
+from pydantic import ValidationError
+
 from azr_verify.service import __version__
 from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.errors import AzrVerifyError
 from azr_verify.service.logs import configure_logging
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
-from pydantic import ValidationError
 
 CHUNK = 256
 EXIT_INFRASTRUCTURE = 2
@@ -57,8 +58,9 @@ def _read_items(stream: IO[str]) -> Iterator[tuple[int, CheckItem | CheckResult]
 
 
 def _check(args: argparse.Namespace) -> int:
-    from azr_verify.service.engine import Engine
     from tqdm import tqdm
+
+    from azr_verify.service.engine import Engine
 
     policy = PolicyName(args.policy)
     source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
@@ -90,6 +92,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.http:
+        from azr_verify.service.api.bench import run_http_bench
+
+        print(run_http_bench(_settings(args), triples=args.triples,
+                             determinism_runs=args.determinism_runs, rounds=args.rounds))
+        return 0
     from azr_verify.service.bench import format_results, run_bench
 
     results = run_bench(_settings(args), args.triples, args.baseline_triples,
@@ -165,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--baseline-triples", type=int, default=200,
                        help="baseline workload size (it is slow)")
     bench.add_argument("--determinism-runs", type=int, default=2)
+    bench.add_argument("--http", action="store_true",
+                       help="measure HTTP /v1/check (embedded and distributed) against the "
+                            "engine instead of the engine against the naive baseline")
+    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds (--http)")
     sandbox_flags(bench)
     bench.set_defaults(handler=_bench)
 

@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from azr_verify.service.errors import AzrVerifyError
-from azr_verify.service.models import CheckResult, Verdict
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -32,6 +30,9 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from azr_verify.service.errors import AzrVerifyError
+from azr_verify.service.models import CheckResult, Verdict
 
 if TYPE_CHECKING:
     from azr_verify.service.engine import Engine

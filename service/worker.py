@@ -24,6 +24,13 @@ import uuid
 from types import FrameType
 
 import redis
+from rq import SimpleWorker
+from rq.executions import Execution
+from rq.job import Job
+from rq.queue import Queue
+from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
+
 from azr_verify.service.audit import RedisAuditStore
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
@@ -34,12 +41,6 @@ from azr_verify.service.queue.jobs import ChunkRuntime, installed
 from azr_verify.service.queue.keys import Keys
 from azr_verify.service.queue.reaper import MISSED_BEATS
 from azr_verify.service.queue.telemetry import TelemetryWriter
-from rq import SimpleWorker
-from rq.executions import Execution
-from rq.job import Job
-from rq.queue import Queue
-from rq.serializers import JSONSerializer
-from rq.worker import WorkerStatus
 
 log = logging.getLogger(__name__)
 

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
+
+from .servers import require_bwrap
 
 # Planted before any sandbox starts: hostile programs must not be able to read it.
 PLANTED_SECRET = "azr-test-secret-7f3a9c"
 os.environ["AZR_VERIFY_TEST_SECRET"] = PLANTED_SECRET
-
-
-def require(component: str, available: bool, env_flag: str) -> None:
-    """Skip when a component is missing locally; fail when CI says it must be there."""
-    if available:
-        return
-    if os.environ.get(env_flag) == "1":
-        pytest.fail(f"{component} is required ({env_flag}=1) but is not available")
-    pytest.skip(f"{component} is not available")
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +26,7 @@ def engine_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def engine(engine_settings: Settings) -> Iterator[Engine]:
-    require("bubblewrap", shutil.which("bwrap") is not None, "AZR_VERIFY_REQUIRE_BWRAP")
+    require_bwrap()
     started = Engine.start(engine_settings)
     try:
         yield started

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+
 from azr_verify.service.api.app import create_app
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine

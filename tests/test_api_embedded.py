@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 

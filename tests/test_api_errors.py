@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+
 from azr_verify.service.config import Settings
 
 from .servers import REPO, free_port, require_bwrap, settings_env, wait_until

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import require
+from .servers import require_bwrap
 
 CLI = [sys.executable, "-m", "azr_verify.service.cli"]
 
@@ -21,9 +21,7 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 @pytest.fixture(autouse=True)
 def _needs_bwrap() -> None:
-    import shutil
-
-    require("bubblewrap", shutil.which("bwrap") is not None, "AZR_VERIFY_REQUIRE_BWRAP")
+    require_bwrap()
 
 
 def test_help_lists_commands() -> None:

@@ -9,6 +9,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
+
 from azr_verify.client import (
     AnswerState,
     CheckBatch,

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from azr_verify.client import (
     APIError,
     AsyncClient,

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from azr_verify.client import Client, ClientConfig, SandboxFailure
 from azr_verify.client.rewards import AzrReward, RewardScheme, make_compute_score
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .servers import REPO
+from .servers import REPO, require
 
 DEPLOY = REPO / "deploy"
 COMPOSE = REPO / "docker-compose.yml"
@@ -36,9 +36,9 @@ def compose_command() -> list[str] | None:
                          ids=["base", "embedded", "production"])
 def test_compose_config_validates(overrides: list[str]) -> None:
     command = compose_command()
-    if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed; "
-                    "test_compose_structure still checks the file")
+    require("docker compose or docker-compose", command is not None,
+            "AZR_VERIFY_REQUIRE_DOCKER")
+    assert command is not None
     files = [arg for path in ["docker-compose.yml", *overrides] for arg in ("-f", path)]
     done = subprocess.run([*command, *files, "config", "-q"], cwd=REPO, capture_output=True,
                           text=True, timeout=60,

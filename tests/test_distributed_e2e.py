@@ -17,11 +17,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from azr_verify.service.config import Settings
-from azr_verify.service.engine import Engine
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+
+from azr_verify.service.config import Settings
+from azr_verify.service.engine import Engine
 
 from .servers import (
     REPO,

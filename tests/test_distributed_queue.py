@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+
 from azr_verify.service.audit import AuditRecord, RedisAuditStore
 from azr_verify.service.cache import CachedRun
 from azr_verify.service.config import Settings

@@ -26,6 +26,8 @@ from typing import Any
 
 import docker
 import pytest
+from docker.errors import NotFound
+
 from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.errors import SandboxUnavailableError, ZygoteDiedError
@@ -45,10 +47,9 @@ from azr_verify.service.sandbox.docker_backend import (
 )
 from azr_verify.service.sandbox.pool import ZygotePool
 from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
-from docker.errors import NotFound
 
-from .conftest import require
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase
+from .servers import require
 from .test_engine_verdicts import EQUALITY_CASES, VERDICT_CASES
 from .test_hostile import assert_contained, hostile_items
 

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
 

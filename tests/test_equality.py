@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from azr_verify.service.verify.equality import values_equal
 from azr_verify.service.verify.literals import parse_literal
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
 

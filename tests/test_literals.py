@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from azr_verify.service.verify import literals
 from azr_verify.service.verify.equality import values_equal
 from azr_verify.service.verify.literals import LiteralError, parse_call_arguments, parse_literal

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+
 from azr_verify.service.models import PolicyName, Violation
 from azr_verify.service.verify.policy import (
     ALLOWED_MODULES,

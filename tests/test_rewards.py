@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from azr_verify.client import AnswerState
 from azr_verify.trainer_adapter.advantages import group_stats, task_relative_advantages
 from azr_verify.trainer_adapter.rewards import (

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from azr_verify.client import IOPair, TaskType
 from azr_verify.trainer_adapter.buffers import Buffers, TaskBuffer
 from azr_verify.trainer_adapter.config import TrainConfig, load_config

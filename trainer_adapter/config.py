@@ -12,8 +12,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from azr_verify.client import TaskType
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from azr_verify.client import TaskType
 
 
 class _Section(BaseModel):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from azr_verify.client import AnswerState, TaskType, extract_solver_answer
 
 from . import prompts

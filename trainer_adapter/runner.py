@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from azr_verify.client import Client, ClientConfig
 
 from .buffers import Buffers

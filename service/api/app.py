@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from fastapi import FastAPI
+
 from azr_verify.service import __version__
 from azr_verify.service.api.auth import ApiKeys
 from azr_verify.service.api.backend import Backend
@@ -19,7 +21,6 @@ from azr_verify.service.api.routes import build_router
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.metrics import Metrics
-from fastapi import FastAPI
 
 DESCRIPTION = """Sandboxed code-execution verifier for Absolute-Zero self-play training.
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hmac
 
-from azr_verify.service.api.errors import ApiError
 from starlette.requests import Request
+
+from azr_verify.service.api.errors import ApiError
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="azr-verify"'}
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from azr_verify.service.bench import trivial_items
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+
 from azr_verify.service.api.schemas import JobProgress, JobState, JobStatusResponse
 from azr_verify.service.audit import AuditRecord, RedisAuditStore
 from azr_verify.service.config import Settings

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
 from azr_verify.service.api.jobs import MemoryJob, MemoryJobStore
 from azr_verify.service.api.schemas import JobStatusResponse
 from azr_verify.service.audit import DB_NAME, AuditRecord, SqliteAuditStore, records_for

@@ -10,6 +10,12 @@ import logging
 from typing import Any
 
 import redis
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
 from azr_verify.service.api.responses import AsciiJSONResponse
 from azr_verify.service.errors import (
     AzrVerifyError,
@@ -20,11 +26,6 @@ from azr_verify.service.errors import (
     QueueUnavailableError,
     SandboxError,
 )
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 
 log = logging.getLogger(__name__)
 

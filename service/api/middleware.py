@@ -7,8 +7,9 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
-from azr_verify.service.api.errors import error_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from azr_verify.service.api.errors import error_response
 
 if TYPE_CHECKING:
     from azr_verify.service.metrics import Metrics

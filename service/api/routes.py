@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
 from azr_verify.service import __version__
 from azr_verify.service.api.auth import api_key_name
 from azr_verify.service.api.backend import Backend
@@ -23,9 +27,6 @@ from azr_verify.service.api.schemas import (
 from azr_verify.service.config import Settings
 from azr_verify.service.metrics import Metrics
 from azr_verify.service.models import PolicyName, Verdict
-from fastapi import APIRouter, Depends, Query, Request
-from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_AUDIT_LIMIT = 10_000

@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from azr_verify.service.audit import AuditRecord
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class CheckRequest(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import uvicorn
+
 from azr_verify.service.api.app import create_app
 from azr_verify.service.config import Settings
 

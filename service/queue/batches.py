@@ -17,15 +17,16 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from rq import Queue, Retry
+from rq.callbacks import Callback
+from rq.serializers import JSONSerializer
+
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import OverloadedError
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName
 from azr_verify.service.queue import jobs, scripts
 from azr_verify.service.queue.connection import translate_errors
 from azr_verify.service.queue.keys import Keys
-from rq import Queue, Retry
-from rq.callbacks import Callback
-from rq.serializers import JSONSerializer
 
 
 def new_batch_id() -> str:

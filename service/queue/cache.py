@@ -10,6 +10,7 @@ import json
 import logging
 
 import redis
+
 from azr_verify.service.cache import CachedRun
 from azr_verify.service.queue.connection import REDIS_ERRORS
 from azr_verify.service.queue.keys import Keys

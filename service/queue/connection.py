@@ -11,10 +11,11 @@ from contextlib import contextmanager
 
 import redis
 import redis.asyncio as aioredis
-from azr_verify.service.config import Settings
-from azr_verify.service.errors import ConfigError, QueueUnavailableError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+
+from azr_verify.service.config import Settings
+from azr_verify.service.errors import ConfigError, QueueUnavailableError
 
 # Extra read time allowed on top of redis_timeout_s for blocking commands (BLPOP).
 BLOCKING_SLACK_S = 2.0

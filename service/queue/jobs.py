@@ -18,11 +18,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import redis
+from rq import get_current_job
+from rq.job import Job
+
 from azr_verify.service.audit import records_for
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
 from azr_verify.service.queue.keys import Keys
-from rq import get_current_job
-from rq.job import Job
 
 if TYPE_CHECKING:
     from azr_verify.service.audit import AuditStore

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 
 import redis
+from rq.job import Job
+
 from azr_verify.service.config import Settings
 from azr_verify.service.queue import scripts
 from azr_verify.service.queue.batches import make_queue
 from azr_verify.service.queue.connection import as_text, translate_errors
 from azr_verify.service.queue.keys import Keys
-from rq.job import Job
 
 log = logging.getLogger(__name__)
 

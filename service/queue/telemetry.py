@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
+
 from azr_verify.service.config import Settings
 from azr_verify.service.metrics import (
     EXECUTION_BUCKETS_S,

@@ -39,10 +39,11 @@ from typing import Any
 
 import docker
 import requests
-from azr_verify.service.config import Settings
-from azr_verify.service.errors import SandboxUnavailableError, ZygoteDiedError
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
+
+from azr_verify.service.config import Settings
+from azr_verify.service.errors import SandboxUnavailableError, ZygoteDiedError
 
 log = logging.getLogger(__name__)
 
