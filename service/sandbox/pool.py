@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from azr_verify.service.errors import (
@@ -67,7 +67,6 @@ class PoolStats:
     restarts: int
     executions: int
     queued: int
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def hash_seed_for_group(group: int) -> int:
@@ -116,7 +115,7 @@ class _Worker(threading.Thread):
             # Died while idle (killed from outside): replace it before it is handed work, so
             # the next batch is not charged an attempt for a death it did not cause.
             log.warning("zygote %d died while idle; replacing it", self.index)
-            self._stop_zygote()
+            self.stop_zygote()
             self.pool.count_restart()
         if self.connection is None:
             self.state = ZygoteState.STARTING
@@ -153,7 +152,7 @@ class _Worker(threading.Thread):
                     break
                 batch.append(job)
             self._serve(batch)
-        self._stop_zygote()
+        self.stop_zygote()
 
     def _serve(self, batch: list[_Job]) -> None:
         try:
@@ -180,7 +179,7 @@ class _Worker(threading.Thread):
             outcomes = [ExecOutcome.from_wire(answer) for answer in answers]
         except (ZygoteDiedError, ValueError, KeyError, TypeError) as exc:
             log.warning("zygote %d failed mid-batch (%d jobs): %s", self.index, len(batch), exc)
-            self._stop_zygote()
+            self.stop_zygote()
             self.pool.count_restart()
             self._fail_or_retry(batch, f"sandbox failed: {exc}")
             return
@@ -191,7 +190,7 @@ class _Worker(threading.Thread):
         for job, outcome in zip(batch, outcomes, strict=True):
             job.future.set_result(outcome)
         if self.executions_since_start >= self.pool.recycle_after:
-            self._stop_zygote()
+            self.stop_zygote()
 
     def _fail_or_retry(self, batch: list[_Job], message: str) -> None:
         for job in batch:
@@ -201,7 +200,7 @@ class _Worker(threading.Thread):
             else:
                 job.future.set_result(ExecOutcome.sandbox_failure(message))
 
-    def _stop_zygote(self) -> None:
+    def stop_zygote(self) -> None:
         if self.connection is not None:
             self.connection.kill()
             self.connection = None
@@ -291,7 +290,7 @@ class ZygotePool:
             if worker.is_alive():
                 worker.join(timeout=10.0)
             else:
-                worker._stop_zygote()
+                worker.stop_zygote()
         # Anything still queued gets an answer instead of hanging its caller.
         for work in self.queues:
             while True:
