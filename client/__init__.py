@@ -6,9 +6,10 @@
         [result] = client.check([{"program": "def f(a): return a", "input": "1"}])
         assert result.verdict is Verdict.ACCEPTED and result.output == "1"
 
-`AsyncClient` has the same methods as coroutines. Large batches are split into chunks and
-reassembled in order; 429/503/connection failures are retried with backoff (honouring
-Retry-After). Every error is an `AzrClientError`.
+`Client()` without arguments reads `AZR_VERIFY_URL` and `AZR_VERIFY_API_KEY`. `AsyncClient`
+has the same methods as coroutines. Large batches are split into chunks and reassembled in
+order; 429/503/connection failures are retried with backoff (honouring Retry-After). Every
+error is an `AzrClientError`, and one about a request names its method and URL.
 """
 
 from ._async import AsyncClient
@@ -20,6 +21,7 @@ from .azr import (
     AnswerState,
     CheckBatch,
     IOPair,
+    IOPairLike,
     ProposalOutcome,
     ProposalSlot,
     TaskType,
@@ -32,6 +34,7 @@ from .errors import (
     AuthError,
     AzrClientError,
     BadRequestError,
+    InvalidArgumentError,
     InvalidItemError,
     JobError,
     JobFailedError,
@@ -47,6 +50,7 @@ from .errors import (
     TransportError,
 )
 from .models import (
+    AppliedLimits,
     AuditRecord,
     CheckItem,
     CheckResult,
@@ -63,6 +67,7 @@ __all__ = [
     "AnswerOutcome",
     "AnswerSlot",
     "AnswerState",
+    "AppliedLimits",
     "AsyncClient",
     "AuditRecord",
     "AuthError",
@@ -74,6 +79,8 @@ __all__ = [
     "Client",
     "ClientConfig",
     "IOPair",
+    "IOPairLike",
+    "InvalidArgumentError",
     "InvalidItemError",
     "JobError",
     "JobFailedError",

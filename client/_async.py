@@ -12,8 +12,8 @@ import httpx
 
 from . import _azr_flows
 from ._core import ApiRequest, ApiResponse, Concurrent, Core, Flow, ItemLike, Sleep
-from ._transport import base_url_of, timeout_of, wrap_httpx_error
-from .azr import IOPair, ProposalOutcome
+from ._transport import base_url_of, timeout_of, url_of, wrap_httpx_error
+from .azr import IOPairLike, ProposalOutcome
 from .config import ClientConfig
 from .errors import AzrClientError
 from .models import AuditRecord, CheckResult, JobStatus, ServiceInfo, Verdict
@@ -28,7 +28,8 @@ class AsyncClient:
     def __init__(self, base_url: str | None = None, *, api_key: str | None = None,
                  config: ClientConfig | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        config = config or ClientConfig()
+        # Like the CLI: AZR_VERIFY_URL / AZR_VERIFY_API_KEY unless a config is given.
+        config = config or ClientConfig.from_env()
         updates = {k: v for k, v in (("base_url", base_url), ("api_key", api_key)) if v}
         self.config = config.model_copy(update=updates)
         self._core = Core(self.config)
@@ -59,9 +60,9 @@ class AsyncClient:
                 resp = await self._http.request(req.method, req.path, params=req.params,
                                                 content=req.body, headers=req.headers)
             except httpx.HTTPError as exc:
-                raise wrap_httpx_error(exc) from exc
+                raise wrap_httpx_error(exc, req.method, url_of(self.config, req.path)) from exc
         return ApiResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()},
-                           resp.content)
+                           resp.content, f"{req.method} {resp.request.url}")
 
     async def _drive(self, flow: Flow[T]) -> T:
         try:
@@ -126,13 +127,18 @@ class AsyncClient:
 
     async def audit(self, verdict: Verdict | str | None = None,
                     since: datetime | float | None = None,
-                    limit: int | None = None) -> list[AuditRecord]:
-        return await self._drive(self._core.audit(verdict, since, limit))
+                    limit: int | None = None, *, until: datetime | float | None = None,
+                    rule: str | None = None, text: str | None = None,
+                    before: str | None = None) -> list[AuditRecord]:
+        """Rejected items, newest first: the filters of the console (verdict, time range,
+        policy rule, text search); `before` is a record's id to page past."""
+        return await self._drive(self._core.audit(verdict, since, limit, until=until, rule=rule,
+                                                text=text, before=before))
 
     async def info(self) -> ServiceInfo:
         return await self._drive(self._core.info())
 
-    # -- AZR helpers (DESIGN.md §2) ----------------------------------------------------
+    # -- AZR helpers (docs/design.md §2) -----------------------------------------------
 
     async def validate_proposal(self, program: str, input: str, policy: str | None = None
                                 ) -> ProposalOutcome:
@@ -160,7 +166,7 @@ class AsyncClient:
                                                             predicted_input, gold_output,
                                                             policy))
 
-    async def check_induction(self, predicted_program: str, hidden: Sequence[IOPair],
+    async def check_induction(self, predicted_program: str, hidden: Sequence[IOPairLike],
                               policy: str | None = None) -> bool:
         """Induction answer p': True when p'(ik) == ok for every hidden pair."""
         return await self._drive(_azr_flows.check_induction(self._core, predicted_program,

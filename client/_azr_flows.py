@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from ._core import Core, Flow
 from .azr import (
     CheckBatch,
-    IOPair,
+    IOPairLike,
     ProposalOutcome,
     fold_answer,
     require_answer,
@@ -43,7 +43,7 @@ def check_abduction(core: Core, program: str, predicted_input: str, gold_output:
     return (yield from _check_answer(core, batch, policy))
 
 
-def check_induction(core: Core, predicted_program: str, hidden: Sequence[IOPair],
+def check_induction(core: Core, predicted_program: str, hidden: Sequence[IOPairLike],
                     policy: str | None) -> Flow[bool]:
     batch = CheckBatch()
     batch.add_induction(predicted_program, hidden)

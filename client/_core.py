@@ -33,6 +33,7 @@ from .errors import (
     APIError,
     AuthError,
     BadRequestError,
+    InvalidArgumentError,
     InvalidItemError,
     JobFailedError,
     JobTimeoutError,
@@ -80,6 +81,7 @@ class ApiResponse:
     status: int
     headers: Mapping[str, str]  # keys lower-cased by the driver
     body: bytes
+    where: str | None = None  # "METHOD URL", named by the errors about this response
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ class Core:
             return left + right
         results = parse(CheckResponse, resp).results
         if len(results) != len(chunk):
-            raise ProtocolError(f"sent {len(chunk)} items, got {len(results)} results")
+            raise ProtocolError(f"sent {len(chunk)} items, got {len(results)} results",
+                                resp.where)
         return results
 
     def submit(self, items: Iterable[ItemLike], policy: str | None = None) -> Flow[str]:
@@ -238,17 +241,27 @@ class Core:
 
     def audit(self, verdict: Verdict | str | None = None,
               since: datetime | float | None = None,
-              limit: int | None = None) -> Flow[list[AuditRecord]]:
-        """Rejected items, newest first; `since` is a datetime or a UNIX time."""
+              limit: int | None = None, *, until: datetime | float | None = None,
+              rule: str | None = None, text: str | None = None,
+              before: str | None = None) -> Flow[list[AuditRecord]]:
+        """Rejected items, newest first; `since`/`until` are datetimes or UNIX times."""
         params: dict[str, str] = {}
         if verdict is not None:
-            params["verdict"] = Verdict(verdict).value
-        if since is not None:
-            # The API takes UNIX seconds; an aware or naive datetime converts exactly.
-            stamp = since.timestamp() if isinstance(since, datetime) else float(since)
-            params["since"] = repr(stamp)
+            try:
+                params["verdict"] = Verdict(verdict).value
+            except ValueError:
+                names = ", ".join(v.value for v in Verdict)
+                raise InvalidArgumentError(f"unknown verdict {verdict!r}; expected one of: "
+                                           f"{names}") from None
+        for name, value in (("since", since), ("until", until)):
+            if value is not None:
+                params[name] = repr(unix_time(name, value))
         if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise InvalidArgumentError(f"limit must be a positive int, not {limit!r}")
             params["limit"] = str(limit)
+        params.update({k: v for k, v in (("rule", rule), ("q", text), ("before", before))
+                       if v is not None})
         resp = yield from self.send(self.request("GET", "/v1/audit", params=params))
         return parse(AuditResponse, resp).records
 
@@ -258,6 +271,16 @@ class Core:
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def unix_time(name: str, value: datetime | float) -> float:
+    """The API takes UNIX seconds; an aware or naive datetime converts exactly."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgumentError(f"{name} must be a datetime or a UNIX time, not "
+                                   f"{value!r}")
+    return float(value)
 
 
 def coerce_items(items: Iterable[ItemLike]) -> list[CheckItem]:
@@ -284,7 +307,7 @@ def parse(model: type[M], resp: ApiResponse) -> M:
         return model.model_validate_json(resp.body)
     except ValidationError as exc:
         raise ProtocolError(
-            f"unexpected {model.__name__} body (HTTP {resp.status}): {exc}") from exc
+            f"unexpected {model.__name__} body (HTTP {resp.status}): {exc}", resp.where) from exc
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -325,12 +348,13 @@ def map_error(resp: ApiResponse) -> APIError:
         code = f"http_{resp.status}"
         message = resp.body[:500].decode("utf-8", "replace") or "(empty body)"
     retry_after = parse_retry_after(resp.headers.get("retry-after"))
+    url = resp.where
     if resp.status == 429:
-        return RateLimitedError(resp.status, code, message, retry_after)
+        return RateLimitedError(resp.status, code, message, retry_after, url=url)
     if resp.status == 503:
-        return ServiceUnavailableError(resp.status, code, message, retry_after)
+        return ServiceUnavailableError(resp.status, code, message, retry_after, url=url)
     if resp.status in _STATUS_ERRORS:
-        return _STATUS_ERRORS[resp.status](resp.status, code, message)
+        return _STATUS_ERRORS[resp.status](resp.status, code, message, url=url)
     if resp.status >= 500:
-        return ServerError(resp.status, code, message)
-    return APIError(resp.status, code, message)
+        return ServerError(resp.status, code, message, url=url)
+    return APIError(resp.status, code, message, url=url)

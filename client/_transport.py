@@ -18,8 +18,14 @@ def timeout_of(config: ClientConfig) -> httpx.Timeout:
     return httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s))
 
 
-def wrap_httpx_error(exc: httpx.HTTPError) -> TransportError:
+def url_of(config: ClientConfig, path: str) -> str:
+    """The absolute URL of an API path, as errors name it."""
+    return base_url_of(config) + path.lstrip("/")
+
+
+def wrap_httpx_error(exc: httpx.HTTPError, method: str, url: str) -> TransportError:
     """Map an httpx failure into the client's tree; the original stays as __cause__."""
+    where = f"{method} {url}"
     if isinstance(exc, httpx.TimeoutException):
-        return RequestTimeoutError(f"timed out: {exc!r}")
-    return TransportError(f"{type(exc).__name__}: {exc}")
+        return RequestTimeoutError(f"timed out: {exc!r}", where)
+    return TransportError(f"{type(exc).__name__}: {exc}", where)

@@ -1,4 +1,4 @@
-"""AZR helpers: build the triples of DESIGN.md §2 and fold verdicts back into AZR answers.
+"""AZR helpers: build the triples of docs/design.md §2 and fold verdicts back into AZR answers.
 
 | AZR step                                   | triples                          |
 |--------------------------------------------|----------------------------------|
@@ -17,12 +17,12 @@ raise `SandboxFailure`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .errors import SandboxFailure
+from .errors import InvalidArgumentError, SandboxFailure
 from .models import CheckItem, CheckResult, Verdict
 
 
@@ -46,6 +46,22 @@ class IOPair:
 
     input: str
     output: str
+
+    @classmethod
+    def coerce(cls, pair: object) -> IOPair:
+        """An IOPair, an `(input, output)` pair of strings or a mapping with those keys."""
+        if isinstance(pair, IOPair):
+            return pair
+        if isinstance(pair, Mapping) and {"input", "output"} <= set(pair):
+            pair = (pair["input"], pair["output"])
+        if isinstance(pair, tuple | list) and len(pair) == 2 and \
+                all(isinstance(part, str) for part in pair):
+            return cls(pair[0], pair[1])
+        raise InvalidArgumentError(f"a hidden pair must be an IOPair or (input, output) "
+                                   f"strings, not {pair!r}")
+
+
+IOPairLike = IOPair | tuple[str, str] | Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -178,11 +194,12 @@ class CheckBatch:
                       meta: dict[str, Any] | None = None) -> AnswerSlot:
         return AnswerSlot(*self._add([(program, predicted_input, gold_output)], meta))
 
-    def add_induction(self, predicted_program: str, hidden: Sequence[IOPair], *,
+    def add_induction(self, predicted_program: str, hidden: Sequence[IOPairLike], *,
                       meta: dict[str, Any] | None = None) -> AnswerSlot:
-        if not hidden:
-            raise ValueError("an induction answer needs at least one hidden pair")
-        return AnswerSlot(*self._add([(predicted_program, p.input, p.output) for p in hidden],
+        pairs = [IOPair.coerce(pair) for pair in hidden]
+        if not pairs:
+            raise InvalidArgumentError("an induction answer needs at least one hidden pair")
+        return AnswerSlot(*self._add([(predicted_program, p.input, p.output) for p in pairs],
                                      meta))
 
     def __len__(self) -> int:

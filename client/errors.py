@@ -16,11 +16,25 @@ if TYPE_CHECKING:
 
 
 class AzrClientError(Exception):
-    """Root of every error raised by azr_verify.client."""
+    """Root of every error raised by azr_verify.client.
+
+    Errors about a request name its method and URL in the message and in `url`.
+    """
+
+    url: str | None = None
+
+
+class InvalidArgumentError(AzrClientError, ValueError):
+    """An argument given to the client is not valid (an unknown verdict, a malformed
+    hidden pair...); nothing was sent."""
 
 
 class TransportError(AzrClientError):
     """The request did not complete: connection refused or reset, DNS, protocol error."""
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(f"{message} ({url})" if url else message)
+        self.url = url
 
 
 class RequestTimeoutError(TransportError):
@@ -30,19 +44,26 @@ class RequestTimeoutError(TransportError):
 class ProtocolError(AzrClientError):
     """The service answered with a body this client cannot understand."""
 
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(f"{message} ({url})" if url else message)
+        self.url = url
 
-class InvalidItemError(AzrClientError, ValueError):
+
+class InvalidItemError(InvalidArgumentError):
     """An item given to the client does not fit the API's CheckItem shape; nothing was sent."""
 
 
 class APIError(AzrClientError):
     """The service answered with an HTTP error status and a JSON error body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"HTTP {status} {code}: {message}")
+    def __init__(self, status: int, code: str, message: str, *, url: str | None = None
+                 ) -> None:
+        text = f"HTTP {status} {code}: {message}"
+        super().__init__(f"{text} ({url})" if url else text)
         self.status = status
         self.code = code
         self.message = message
+        self.url = url
 
 
 class BadRequestError(APIError):
@@ -65,8 +86,8 @@ class RateLimitedError(APIError):
     """429: the service is overloaded; `retry_after_s` is what it asked us to wait."""
 
     def __init__(self, status: int, code: str, message: str,
-                 retry_after_s: float | None = None) -> None:
-        super().__init__(status, code, message)
+                 retry_after_s: float | None = None, *, url: str | None = None) -> None:
+        super().__init__(status, code, message, url=url)
         self.retry_after_s = retry_after_s
 
 
@@ -78,8 +99,8 @@ class ServiceUnavailableError(ServerError):
     """503: a dependency (pool, Redis) is down; usually transient."""
 
     def __init__(self, status: int, code: str, message: str,
-                 retry_after_s: float | None = None) -> None:
-        super().__init__(status, code, message)
+                 retry_after_s: float | None = None, *, url: str | None = None) -> None:
+        super().__init__(status, code, message, url=url)
         self.retry_after_s = retry_after_s
 
 

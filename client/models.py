@@ -17,7 +17,7 @@ ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class Verdict(StrEnum):
-    """The closed set of outcomes of checking one triple (DESIGN.md §2)."""
+    """The closed set of outcomes of checking one triple (docs/design.md §2)."""
 
     ACCEPTED = "accepted"
     WRONG_OUTPUT = "wrong_output"
@@ -70,6 +70,17 @@ class CheckItem(BaseModel):
                                         "role, task type...) kept in the audit log.")
 
 
+class AppliedLimits(BaseModel):
+    """The limits an item ran under (the server's caps lower what a request asks for)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    timeout_s: float
+    memory_mb: int
+    output_limit_chars: int
+    determinism_runs: int
+
+
 class CheckResult(BaseModel):
     """The verdict on one triple."""
 
@@ -83,6 +94,8 @@ class CheckResult(BaseModel):
     violations: list[Violation] = Field(default_factory=list)
     duration_ms: float = 0.0
     cached: bool = False
+    limits: AppliedLimits | None = Field(default=None, description="Set when the item asked "
+                                         "for its own limits: the values applied.")
 
     @property
     def accepted(self) -> bool:
@@ -130,6 +143,8 @@ class AuditRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    id: str | None = Field(default=None, description="The log's id of the record (a page "
+                           "cursor: `audit(before=...)`).")
     time: float = Field(description="UNIX time the item was checked.")
     program_hash: str = Field(description="sha256 of the program text.")
     program: str
@@ -179,6 +194,7 @@ class AuditResponse(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     records: list[AuditRecord]
+    next_before: str | None = None
 
 
 class ErrorBody(BaseModel):

@@ -3,16 +3,27 @@
 One protocol, two stores: SQLite under `data_dir` in embedded mode, a Redis stream in
 distributed mode (workers write, the API reads). Records are stored as ASCII JSON: model-written
 programs may hold lone surrogates, which neither SQLite's UTF-8 nor Redis' clients accept raw.
+
+Reads go through one `AuditQuery` (verdict, time range, rule, text, API key) for `/v1/audit`,
+the console and exports alike (docs/design.md §5). The SQLite store answers every filter from an
+index (a rule table, a full-text index, per-minute counts), so a page or a chart stays fast on
+a million records; the Redis store filters while it scans, bounded by `SCAN_LIMIT` entries.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import logging
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -20,21 +31,32 @@ import redis
 from pydantic import BaseModel, Field
 
 from azr_verify.service.config import Settings
-from azr_verify.service.errors import ConfigError
+from azr_verify.service.errors import ConfigError, InvalidQueryError
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict, Violation
 from azr_verify.service.queue.connection import as_text, sync_client, translate_errors
 from azr_verify.service.queue.keys import Keys
 
+log = logging.getLogger(__name__)
+
 DB_NAME = "audit.sqlite3"
+# Bumped whenever the tables or `search_text` change: the full-text index is contentless, so
+# deleting a row re-derives the text it indexed and must derive exactly the same text.
+SCHEMA_VERSION = 2
 # Rows trimmed to `audit_retention` once per this many inserts (trimming scans an index).
 _TRIM_EVERY = 1000
 _PAGE = 500
 CLOCK_SKEW_S = 300
+MINUTE_S = 60
+# The most stream entries one Redis read examines while filtering (page or chart).
+SCAN_LIMIT = 100_000
+_TOKEN = re.compile(r"[^\W_]+")
 
 
 class AuditRecord(BaseModel):
     """One rejected item."""
 
+    id: str | None = Field(default=None, description="The store's id of the record (a page cursor; "
+                           "the console's item link). Not part of the stored JSON.")
     time: float = Field(description="UNIX time it was checked.")
     program_hash: str = Field(description="sha256 of the program text.")
     program: str
@@ -51,14 +73,20 @@ class AuditRecord(BaseModel):
     meta: dict[str, Any] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), ensure_ascii=True,
+        return json.dumps(self.model_dump(mode="json", exclude={"id"}), ensure_ascii=True,
                           separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> AuditRecord:
+    def from_json(cls, text: str | bytes, record_id: str | None = None) -> AuditRecord:
         # json.loads, not model_validate_json: pydantic's parser refuses escaped lone
         # surrogates, which Python's accepts (and the record was written by Python).
-        return cls.model_validate(json.loads(text))
+        record = cls.model_validate(json.loads(text))
+        record.id = record_id
+        return record
+
+    @property
+    def rules(self) -> list[str]:
+        return sorted({v.rule for v in self.violations})
 
 
 def program_hash(program: str) -> str:
@@ -80,19 +108,141 @@ def records_for(items: Sequence[CheckItem], results: Sequence[CheckResult],
     ]
 
 
+# -- queries ------------------------------------------------------------------------------
+
+
+def search_tokens(text: str) -> list[str]:
+    """Words as the full-text index sees them: runs of letters and digits, lower-cased."""
+    return _TOKEN.findall(text.lower())
+
+
+def search_text(record: AuditRecord) -> str:
+    """What text search looks in: program, input, output, error, ids and meta."""
+    parts = [record.program, record.input, record.output or "", record.error_type or "",
+             record.error or "", "" if record.item_id is None else str(record.item_id),
+             record.program_hash, json.dumps(record.meta) if record.meta else ""]
+    # Lone surrogates cannot be stored as UTF-8; as "?" they separate words like spaces.
+    return "\n".join(parts).encode("utf-8", "replace").decode("utf-8")
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which records to read. Every field narrows; None means no constraint.
+
+    `text` matches records containing its words in order, the last one as a prefix
+    (`os.sys` finds `os.system(...)`). `api_key_name` is the per-key scope.
+    """
+
+    verdict: Verdict | None = None
+    since: float | None = None  # time > since
+    until: float | None = None  # time <= until
+    rule: str | None = None
+    text: str | None = None
+    api_key_name: str | None = None
+    words: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        words = tuple(search_tokens(self.text)) if self.text else ()
+        if self.text and not words:
+            raise InvalidQueryError(f"search text {self.text!r} has no letters or digits")
+        object.__setattr__(self, "words", words)
+
+    def matches(self, record: AuditRecord) -> bool:
+        """The filter in Python (the Redis store; the SQLite store uses its indexes)."""
+        if self.verdict is not None and record.verdict is not self.verdict:
+            return False
+        if self.since is not None and not record.time > self.since:
+            return False
+        if self.until is not None and not record.time <= self.until:
+            return False
+        if self.rule is not None and self.rule not in record.rules:
+            return False
+        if self.api_key_name is not None and record.api_key_name != self.api_key_name:
+            return False
+        return not self.words or _has_phrase(search_tokens(search_text(record)), self.words)
+
+    def fts_query(self) -> str:
+        """The FTS5 expression for `words`: a phrase whose last word is a prefix."""
+        return '"' + " ".join(self.words) + '" *'
+
+
+def _has_phrase(tokens: Sequence[str], words: Sequence[str]) -> bool:
+    n = len(words)
+    for start in range(len(tokens) - n + 1):
+        if list(tokens[start:start + n - 1]) == list(words[:-1]) and \
+                tokens[start + n - 1].startswith(words[-1]):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    records: list[AuditRecord]
+    next_before: str | None  # cursor of the next (older) page; None when this is the last
+
+
+@dataclass(frozen=True)
+class AuditCounts:
+    """Records per verdict in `buckets` equal slices of [start, start + width * buckets)."""
+
+    start: float
+    width: float
+    buckets: list[Counter[str]]
+    truncated: bool = False  # the Redis store stopped at SCAN_LIMIT entries
+
+
 class AuditStore(Protocol):
     def record(self, records: Sequence[AuditRecord]) -> None: ...
 
-    def query(self, verdict: Verdict | None, since: float | None,
-              limit: int) -> list[AuditRecord]:
-        """The newest `limit` records after `since`, newest first."""
+    def page(self, query: AuditQuery, limit: int, before: str | None = None) -> AuditPage:
+        """The newest `limit` matching records older than the record `before`, newest first."""
         ...
 
-    def iterate(self, verdict: Verdict | None, since: float | None) -> Iterator[AuditRecord]:
+    def get(self, record_id: str, query: AuditQuery) -> AuditRecord | None:
+        """One record, if it exists and `query` (the caller's scope) matches it."""
+        ...
+
+    def iterate(self, query: AuditQuery) -> Iterator[AuditRecord]:
         """Every matching record, oldest first (for export)."""
         ...
 
+    def time_bounds(self, query: AuditQuery) -> tuple[float, float] | None:
+        """Oldest and newest record time within the query's time range (a chart's extent;
+        the SQLite store narrows by verdict and scope too); None when there is none."""
+        ...
+
+    def counts(self, query: AuditQuery, start: float, width: float,
+               buckets: int) -> AuditCounts: ...
+
+    def rules(self) -> list[str]:
+        """Rule names that occur in the log (for the console's rule filter)."""
+        ...
+
     def close(self) -> None: ...
+
+
+# -- SQLite (embedded mode) ----------------------------------------------------------------
+
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, time REAL NOT NULL, "
+    "verdict TEXT NOT NULL, record TEXT NOT NULL, key_name TEXT)",
+    "CREATE TABLE IF NOT EXISTS audit_rule (rule TEXT NOT NULL, time REAL NOT NULL, "
+    "id INTEGER NOT NULL, PRIMARY KEY (rule, time, id)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS audit_minute (minute INTEGER NOT NULL, verdict TEXT NOT NULL, "
+    "key_name TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (minute, verdict, key_name)) "
+    "WITHOUT ROWID",
+    # Contentless: the text lives in `record` already; the index keeps only words.
+    "CREATE VIRTUAL TABLE IF NOT EXISTS audit_text USING fts5(text, content='', "
+    "tokenize='unicode61 remove_diacritics 0')",
+)
+# Every index ends in the rowid, so each serves ORDER BY time DESC, id DESC for its filters.
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS audit_time ON audit (time, verdict)",
+    "CREATE INDEX IF NOT EXISTS audit_verdict_time ON audit (verdict, time)",
+    "CREATE INDEX IF NOT EXISTS audit_key_time ON audit (key_name, time)",
+    "CREATE INDEX IF NOT EXISTS audit_key_verdict_time ON audit (key_name, verdict, time)",
+)
+_NO_KEY = ""  # audit_minute's key_name for records without one (it is part of the key)
 
 
 class SqliteAuditStore:
@@ -106,67 +256,283 @@ class SqliteAuditStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, "
-                         "time REAL NOT NULL, verdict TEXT NOT NULL, record TEXT NOT NULL)")
-        self._db.execute("CREATE INDEX IF NOT EXISTS audit_time ON audit (time)")
-        self._db.execute("CREATE INDEX IF NOT EXISTS audit_verdict_time ON audit (verdict, time)")
+        self._migrate(path)
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _migrate(self, path: Path) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigError(f"{path} has audit schema {version}; this azr-verify reads "
+                              f"{SCHEMA_VERSION} and older")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(audit)")}
+        self._db.execute("BEGIN")
+        if columns and "key_name" not in columns:
+            self._db.execute("ALTER TABLE audit ADD COLUMN key_name TEXT")
+        for statement in _TABLES + _INDEXES:
+            self._db.execute(statement)
+        if columns and version < SCHEMA_VERSION:
+            self._reindex(path)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._db.execute("COMMIT")
+
+    def _reindex(self, path: Path) -> None:
+        """Version 1 kept only the JSON: derive key names, rules, words and counts from it."""
+        total = self._db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+        log.info("upgrading the audit log to schema %d", SCHEMA_VERSION,
+                 extra={"path": str(path), "records": total})
+        for table in ("audit_rule", "audit_minute"):
+            self._db.execute(f"DELETE FROM {table}")  # table names are literals above
+        self._db.execute("INSERT INTO audit_text(audit_text) VALUES('delete-all')")
+        last = 0
+        while True:
+            rows = self._db.execute("SELECT id, record FROM audit WHERE id > ? ORDER BY id "
+                                    "LIMIT ?", (last, _PAGE)).fetchall()
+            if not rows:
+                return
+            records = [AuditRecord.from_json(text) for _, text in rows]
+            ids = [row_id for row_id, _ in rows]
+            self._db.executemany("UPDATE audit SET key_name = ? WHERE id = ?",
+                                 [(r.api_key_name, i) for r, i in zip(records, ids,
+                                                                      strict=True)])
+            self._index(ids, records, +1)
+            last = ids[-1]
+
+    def _index(self, ids: Sequence[int], records: Sequence[AuditRecord], sign: int) -> None:
+        """Adds (+1) or removes (-1) the rule rows, words and minute counts of records."""
+        pairs = list(zip(ids, records, strict=True))
+        rules = [(rule, r.time, i) for i, r in pairs for rule in r.rules]
+        minutes = Counter((int(r.time // MINUTE_S), r.verdict.value, r.api_key_name or _NO_KEY)
+                          for r in records)
+        if sign > 0:
+            self._db.executemany("INSERT INTO audit_rule (rule, time, id) VALUES (?, ?, ?)",
+                                 rules)
+            self._db.executemany("INSERT INTO audit_text (rowid, text) VALUES (?, ?)",
+                                 [(i, search_text(r)) for i, r in pairs])
+            self._db.executemany(
+                "INSERT INTO audit_minute (minute, verdict, key_name, n) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                [(*key, n) for key, n in minutes.items()])
+            return
+        self._db.executemany("DELETE FROM audit_rule WHERE rule = ? AND time = ? AND id = ?",
+                             rules)
+        self._db.executemany("INSERT INTO audit_text (audit_text, rowid, text) "
+                             "VALUES ('delete', ?, ?)", [(i, search_text(r)) for i, r in pairs])
+        self._db.executemany("UPDATE audit_minute SET n = n - ? WHERE minute = ? AND "
+                             "verdict = ? AND key_name = ?",
+                             [(n, *key) for key, n in minutes.items()])
+        self._db.execute("DELETE FROM audit_minute WHERE n <= 0")
+
+    # -- writes ---------------------------------------------------------------------------
 
     def record(self, records: Sequence[AuditRecord]) -> None:
         if not records or self.retention == 0:
             return
-        rows = [(r.time, r.verdict.value, r.to_json()) for r in records]
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT INTO audit (time, verdict, record) VALUES (?, ?, ?)",
-                                 rows)
+            try:
+                ids = []
+                for r in records:
+                    cursor = self._db.execute(
+                        "INSERT INTO audit (time, verdict, record, key_name) VALUES (?, ?, ?, ?)",
+                        (r.time, r.verdict.value, r.to_json(), r.api_key_name))
+                    assert cursor.lastrowid is not None
+                    ids.append(cursor.lastrowid)
+                self._index(ids, records, +1)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
-            self._inserts += len(rows)
+            self._inserts += len(records)
             if self._inserts >= _TRIM_EVERY:
                 self._inserts = 0
-                self._db.execute("DELETE FROM audit WHERE id <= "
-                                 "(SELECT MAX(id) FROM audit) - ?", (self.retention,))
+                self._trim()
 
-    def _select(self, verdict: Verdict | None, since: float | None, order: str,
-                limit: int | None, after_id: int | None = None) -> list[tuple[int, str]]:
+    def _trim(self) -> None:
+        """Deletes the oldest rows beyond `retention`, a page at a time."""
+        while True:
+            rows = self._db.execute(
+                "SELECT id, record FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ? "
+                "ORDER BY id LIMIT ?", (self.retention, _PAGE)).fetchall()
+            if not rows:
+                return
+            ids = [row_id for row_id, _ in rows]
+            self._db.execute("BEGIN")
+            self._index(ids, [AuditRecord.from_json(text) for _, text in rows], -1)
+            self._db.execute("DELETE FROM audit WHERE id <= ?", (ids[-1],))
+            self._db.execute("COMMIT")
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _where(self, query: AuditQuery, table: str) -> tuple[list[str], list[Any]]:
+        """WHERE clauses on `audit a` (and `audit_rule r` when the query names a rule);
+        `table` is the alias whose time and id order the rows."""
         clauses: list[str] = []
         params: list[Any] = []
-        if verdict is not None:
-            clauses.append("verdict = ?")
-            params.append(verdict.value)
-        if since is not None:
-            clauses.append("time > ?")
-            params.append(since)
-        if after_id is not None:
-            clauses.append("id > ?")
-            params.append(after_id)
-        sql = "SELECT id, record FROM audit"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += f" ORDER BY id {order}"  # order is one of two literals, never user text
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        if query.rule is not None:
+            clauses.append("r.rule = ?")
+            params.append(query.rule)
+        if query.verdict is not None:
+            clauses.append("a.verdict = ?")
+            params.append(query.verdict.value)
+        if query.api_key_name is not None:
+            clauses.append("a.key_name = ?")
+            params.append(query.api_key_name)
+        if query.since is not None:
+            clauses.append(f"{table}.time > ?")
+            params.append(query.since)
+        if query.until is not None:
+            clauses.append(f"{table}.time <= ?")
+            params.append(query.until)
+        if query.words:
+            clauses.append("a.id IN (SELECT rowid FROM audit_text WHERE audit_text MATCH ?)")
+            params.append(query.fts_query())
+        return clauses, params
+
+    @staticmethod
+    def _from(query: AuditQuery) -> tuple[str, str]:
+        """FROM clause and ordering alias: a rule filter drives the scan from audit_rule."""
+        if query.rule is not None:
+            return "audit_rule r JOIN audit a ON a.id = r.id", "r"
+        return "audit a", "a"
+
+    def _cursor(self, before: str | None) -> tuple[float, int] | None:
+        if before is None:
+            return None
+        try:
+            row_id = int(before)
+        except ValueError:
+            raise InvalidQueryError(f"cursor {before!r} is not an id of this audit log") \
+                from None
+        row = self._db.execute("SELECT time FROM audit WHERE id = ?", (row_id,)).fetchone()
+        if row is None:
+            # Trimmed away meanwhile: everything older is gone too.
+            return (float("-inf"), 0)
+        return float(row[0]), row_id
+
+    def page(self, query: AuditQuery, limit: int, before: str | None = None) -> AuditPage:
+        source, alias = self._from(query)
+        clauses, params = self._where(query, alias)
         with self._lock:
-            return list(self._db.execute(sql, params))
+            cursor = self._cursor(before)
+            if cursor is not None:
+                # time <= t narrows by the index; the OR breaks ties between equal times.
+                clauses.append(f"{alias}.time <= ? AND ({alias}.time < ? OR {alias}.id < ?)")
+                params.extend([cursor[0], cursor[0], cursor[1]])
+            sql = f"SELECT a.id, a.record FROM {source}"
+            if clauses:
+                sql += " WHERE " + " AND ".join(clauses)
+            sql += f" ORDER BY {alias}.time DESC, {alias}.id DESC LIMIT ?"
+            rows = self._db.execute(sql, [*params, limit + 1]).fetchall()
+        records = [AuditRecord.from_json(text, str(row_id)) for row_id, text in rows[:limit]]
+        more = len(rows) > limit
+        return AuditPage(records, records[-1].id if more and records else None)
 
-    def query(self, verdict: Verdict | None, since: float | None,
-              limit: int) -> list[AuditRecord]:
-        rows = self._select(verdict, since, "DESC", limit)
-        return [AuditRecord.from_json(record) for _, record in rows]
+    def get(self, record_id: str, query: AuditQuery) -> AuditRecord | None:
+        try:
+            row_id = int(record_id)
+        except ValueError:
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT record FROM audit WHERE id = ?", (row_id,)).fetchone()
+        if row is None:
+            return None
+        record = AuditRecord.from_json(row[0], str(row_id))
+        return record if query.matches(record) else None
 
-    def iterate(self, verdict: Verdict | None, since: float | None) -> Iterator[AuditRecord]:
-        last: int | None = None
+    def iterate(self, query: AuditQuery) -> Iterator[AuditRecord]:
+        source, alias = self._from(query)
+        base, base_params = self._where(query, alias)
+        after: tuple[float, int] | None = None
         while True:
-            rows = self._select(verdict, since, "ASC", _PAGE, after_id=last)
-            for row_id, record in rows:
-                last = row_id
-                yield AuditRecord.from_json(record)
+            clauses, params = list(base), list(base_params)
+            if after is not None:
+                clauses.append(f"{alias}.time >= ? AND ({alias}.time > ? OR {alias}.id > ?)")
+                params.extend([after[0], after[0], after[1]])
+            sql = f"SELECT a.id, a.time, a.record FROM {source}"
+            if clauses:
+                sql += " WHERE " + " AND ".join(clauses)
+            sql += f" ORDER BY {alias}.time, {alias}.id LIMIT ?"
+            with self._lock:
+                rows = self._db.execute(sql, [*params, _PAGE]).fetchall()
+            for row_id, _, text in rows:
+                yield AuditRecord.from_json(text, str(row_id))
             if len(rows) < _PAGE:
                 return
+            after = (float(rows[-1][1]), int(rows[-1][0]))
+
+    def time_bounds(self, query: AuditQuery) -> tuple[float, float] | None:
+        bounds = AuditQuery(verdict=query.verdict, since=query.since, until=query.until,
+                            api_key_name=query.api_key_name)
+        clauses, params = self._where(bounds, "a")
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        with self._lock:
+            # Two single-row lookups, each answered from the end of an index.
+            low = self._db.execute(f"SELECT MIN(a.time) FROM audit a{where}", params).fetchone()
+            high = self._db.execute(f"SELECT MAX(a.time) FROM audit a{where}", params).fetchone()
+        if low[0] is None:
+            return None
+        return float(low[0]), float(high[0])
+
+    def counts(self, query: AuditQuery, start: float, width: float,
+               buckets: int) -> AuditCounts:
+        stop = start + width * buckets
+        ranged = AuditQuery(verdict=query.verdict, since=query.since, until=query.until,
+                            rule=query.rule, text=query.text, api_key_name=query.api_key_name)
+        by_minute = (query.rule is None and not query.words
+                     and all(value % MINUTE_S == 0 for value in (start, width))
+                     and all(bound is None or bound % MINUTE_S == 0
+                             for bound in (query.since, query.until)))
+        if by_minute:
+            # Whole-minute buckets and bounds: the per-minute counts answer exactly.
+            sql = ("SELECT (minute * ? - ?) / ?, verdict, SUM(n) FROM audit_minute "
+                   "WHERE minute >= ? AND minute < ?")
+            params: list[Any] = [MINUTE_S, start, width, int(start // MINUTE_S),
+                                 int(stop // MINUTE_S)]
+            if query.verdict is not None:
+                sql += " AND verdict = ?"
+                params.append(query.verdict.value)
+            if query.api_key_name is not None:
+                sql += " AND key_name = ?"
+                params.append(query.api_key_name)
+            if query.since is not None:
+                sql += " AND minute >= ?"
+                params.append(int(query.since // MINUTE_S))
+            if query.until is not None:
+                sql += " AND minute < ?"
+                params.append(int(query.until // MINUTE_S))
+            sql += " GROUP BY 1, 2"
+        else:
+            source, alias = self._from(ranged)
+            clauses, params = self._where(ranged, alias)
+            clauses.append(f"{alias}.time >= ? AND {alias}.time < ?")
+            params.extend([start, stop])
+            sql = (f"SELECT CAST(({alias}.time - ?) / ? AS INTEGER), a.verdict, COUNT(*) "
+                   f"FROM {source} WHERE " + " AND ".join(clauses) + " GROUP BY 1, 2")
+            params = [start, width, *params]
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        result: list[Counter[str]] = [Counter() for _ in range(buckets)]
+        for bucket, verdict, n in rows:
+            index = int(bucket)
+            if 0 <= index < buckets:
+                result[index][verdict] += int(n)
+        return AuditCounts(start, width, result)
+
+    def rules(self) -> list[str]:
+        # One index seek per distinct rule instead of a scan of every rule row.
+        sql = ("WITH RECURSIVE seen(rule) AS (SELECT MIN(rule) FROM audit_rule UNION ALL "
+               "SELECT (SELECT MIN(rule) FROM audit_rule WHERE rule > seen.rule) FROM seen "
+               "WHERE seen.rule IS NOT NULL) SELECT rule FROM seen WHERE rule IS NOT NULL")
+        with self._lock:
+            return [row[0] for row in self._db.execute(sql)]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+# -- Redis (distributed mode) --------------------------------------------------------------
 
 
 class RedisAuditStore:
@@ -186,11 +552,24 @@ class RedisAuditStore:
                           approximate=True)
             pipe.execute()
 
-    def _pages(self, since: float | None, newest_first: bool) -> Iterator[list[AuditRecord]]:
-        # Stream ids are Redis' clock, record times the workers': start early enough for any
+    @staticmethod
+    def _bound(stamp: float | None, skew: float, default: str) -> str:
+        # Stream ids are Redis' clock, record times the workers': widen the id range by any
         # plausible skew, then filter on the record's own time.
-        low = "-" if since is None else str(max(0, int((since - CLOCK_SKEW_S) * 1000)))
-        high = "+"
+        if stamp is None:
+            return default
+        return str(max(0, int((stamp + skew) * 1000)))
+
+    def _pages(self, query: AuditQuery, newest_first: bool, after: str | None = None
+               ) -> Iterator[list[AuditRecord]]:
+        """Stream entries in order, a page at a time, from the entry `after` (exclusive)."""
+        low = self._bound(query.since, -CLOCK_SKEW_S, "-")
+        high = self._bound(query.until, CLOCK_SKEW_S, "+")
+        if after is not None:
+            if newest_first:
+                high = f"({after}"
+            else:
+                low = f"({after}"
         while True:
             entries: Any
             with translate_errors("audit read"):
@@ -198,7 +577,8 @@ class RedisAuditStore:
                     entries = self.client.xrevrange(self.key, max=high, min=low, count=_PAGE)
                 else:
                     entries = self.client.xrange(self.key, min=low, max=high, count=_PAGE)
-            yield [AuditRecord.from_json(fields[b"r"]) for _, fields in entries]
+            yield [AuditRecord.from_json(fields[b"r"], as_text(entry_id))
+                   for entry_id, fields in entries]
             if len(entries) < _PAGE:
                 return
             last = as_text(entries[-1][0])
@@ -208,23 +588,66 @@ class RedisAuditStore:
             else:
                 low = f"({last}"
 
-    @staticmethod
-    def _matches(record: AuditRecord, verdict: Verdict | None, since: float | None) -> bool:
-        return (verdict is None or record.verdict is verdict) and \
-            (since is None or record.time > since)
-
-    def query(self, verdict: Verdict | None, since: float | None,
-              limit: int) -> list[AuditRecord]:
+    def page(self, query: AuditQuery, limit: int, before: str | None = None) -> AuditPage:
+        if before is not None and not re.fullmatch(r"\d+-\d+", before):
+            raise InvalidQueryError(f"cursor {before!r} is not an id of this audit log")
         found: list[AuditRecord] = []
-        for page in self._pages(since, newest_first=True):
-            found.extend(r for r in page if self._matches(r, verdict, since))
-            if len(found) >= limit:
-                break
-        return found[:limit]
+        examined = 0
+        last_seen: str | None = None
+        for page in self._pages(query, newest_first=True, after=before):
+            for record in page:
+                examined += 1
+                last_seen = record.id
+                if query.matches(record):
+                    found.append(record)
+                    if len(found) > limit:
+                        return AuditPage(found[:limit], found[limit - 1].id)
+            if examined >= SCAN_LIMIT:
+                # Bounded work per request: the cursor lets the reader continue the scan.
+                return AuditPage(found, last_seen)
+        return AuditPage(found, None)
 
-    def iterate(self, verdict: Verdict | None, since: float | None) -> Iterator[AuditRecord]:
-        for page in self._pages(since, newest_first=False):
-            yield from (r for r in page if self._matches(r, verdict, since))
+    def get(self, record_id: str, query: AuditQuery) -> AuditRecord | None:
+        if not re.fullmatch(r"\d+-\d+", record_id):
+            return None
+        with translate_errors("audit read"):
+            entries: Any = self.client.xrange(self.key, min=record_id, max=record_id, count=1)
+        if not entries:
+            return None
+        entry_id, fields = entries[0]
+        record = AuditRecord.from_json(fields[b"r"], as_text(entry_id))
+        return record if query.matches(record) else None
+
+    def iterate(self, query: AuditQuery) -> Iterator[AuditRecord]:
+        for page in self._pages(query, newest_first=False):
+            yield from (r for r in page if query.matches(r))
+
+    def time_bounds(self, query: AuditQuery) -> tuple[float, float] | None:
+        # The ends of the stream within the time range: a chart's extent, without a scan.
+        ranged = AuditQuery(since=query.since, until=query.until)
+        newest = next(self._pages(ranged, newest_first=True), [])
+        oldest = next(self._pages(ranged, newest_first=False), [])
+        inside = [r.time for r in newest[:1] + oldest[:1] if ranged.matches(r)]
+        return (min(inside), max(inside)) if inside else None
+
+    def counts(self, query: AuditQuery, start: float, width: float,
+               buckets: int) -> AuditCounts:
+        stop = start + width * buckets
+        result: list[Counter[str]] = [Counter() for _ in range(buckets)]
+        examined = 0
+        for page in self._pages(query, newest_first=True):
+            for record in page:
+                examined += 1
+                if start <= record.time < stop and query.matches(record):
+                    result[int((record.time - start) // width)][record.verdict.value] += 1
+            if examined >= SCAN_LIMIT:
+                return AuditCounts(start, width, result, truncated=True)
+        return AuditCounts(start, width, result)
+
+    def rules(self) -> list[str]:
+        # The stream has no rule index; the newest page shows which rules are firing.
+        page = next(self._pages(AuditQuery(), newest_first=True), [])
+        return sorted({rule for record in page for rule in record.rules})
 
     def close(self) -> None:
         self.client.close()
@@ -248,16 +671,72 @@ def parse_verdict(text: str | None) -> Verdict | None:
         raise ConfigError(f"unknown verdict {text!r}; expected one of: {names}") from None
 
 
-def export_jsonl(settings: Settings, out: IO[str], verdict: str | None,
-                 since: float | None) -> int:
-    """`azr-verify audit export`: every matching record as one JSON line, oldest first."""
-    wanted = parse_verdict(verdict)
+# -- export ---------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("id", "time", "time_utc", "verdict", "rules", "violations", "error_type",
+               "error", "api_key_name", "item_id", "policy", "entry", "program_hash", "input",
+               "output", "program", "meta")
+# A spreadsheet runs a cell that starts with one of these as a formula; programs are
+# model-written, so such cells get a leading apostrophe (OWASP's CSV-injection advice).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def jsonl_lines(records: Iterable[AuditRecord]) -> Iterator[str]:
+    for record in records:
+        yield json.dumps(record.model_dump(mode="json"), ensure_ascii=True,
+                         separators=(",", ":")) + "\n"
+
+
+def utc_text(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    # Lone surrogates cannot be written as UTF-8: show them as \udXXX escapes.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def csv_lines(records: Iterable[AuditRecord]) -> Iterator[str]:
+    """A header, then one CSV row per record (RFC 4180 quoting)."""
+
+    class _Line:
+        text = ""
+
+        def write(self, chunk: str) -> None:
+            self.text += chunk
+
+    line = _Line()
+    writer = csv.writer(line)
+    writer.writerow(CSV_COLUMNS)
+    yield line.text
+    for r in records:
+        line.text = ""
+        violations = "; ".join(f"{v.rule}:{v.name}@{v.line}" for v in r.violations)
+        writer.writerow([_cell(value) for value in (
+            r.id, r.time, utc_text(r.time), r.verdict.value, " ".join(r.rules), violations,
+            r.error_type, r.error, r.api_key_name, r.item_id, r.policy, r.entry,
+            r.program_hash, r.input, r.output, r.program,
+            json.dumps(r.meta, ensure_ascii=True) if r.meta is not None else None)])
+        yield line.text
+
+
+def export_records(settings: Settings, out: IO[str], query: AuditQuery,
+                   fmt: str = "jsonl") -> int:
+    """`azr-verify audit export`: every matching record, oldest first, as JSONL or CSV."""
     store = open_audit_store(settings)
     count = 0
-    try:
-        for record in store.iterate(wanted, since):
-            out.write(record.to_json() + "\n")
+
+    def counted() -> Iterator[AuditRecord]:
+        nonlocal count
+        for record in store.iterate(query):
             count += 1
+            yield record
+
+    try:
+        for line in (csv_lines if fmt == "csv" else jsonl_lines)(counted()):
+            out.write(line)
     finally:
         store.close()
     return count

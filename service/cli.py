@@ -11,13 +11,23 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from azr_verify.client.errors import AzrClientError
 from azr_verify.service import __version__
 from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.errors import AzrVerifyError
 from azr_verify.service.logs import configure_logging
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
 
+CHECK_EPILOG = """exit status: 0 when every line was checked; 1 when --fail-on names a verdict
+that occurred; 2 when the check itself failed (sandbox, service or file unavailable).
+
+examples:
+  azr-verify check triples.jsonl -o results.jsonl
+  azr-verify check triples.jsonl --url http://verifier:8000 --api-key "$KEY"
+  azr-verify check triples.jsonl --summary --fail-on unsafe,sandbox_error"""
+
 CHUNK = 256
+EXIT_FAIL_ON = 1
 EXIT_INFRASTRUCTURE = 2
 
 
@@ -57,12 +67,58 @@ def _read_items(stream: IO[str]) -> Iterator[tuple[int, CheckItem | CheckResult]
                 verdict=Verdict.SYNTAX_ERROR, error=f"line {number}: {problems}")
 
 
+class _LocalChecker:
+    """Checks chunks on an engine started in this process."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from azr_verify.service.engine import Engine
+
+        self.engine = Engine.start(_settings(args))
+        self.policy = PolicyName(args.policy)
+
+    def check(self, items: list[CheckItem]) -> list[dict[str, Any]]:
+        return [r.model_dump(mode="json") for r in self.engine.check(items, self.policy)]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class _RemoteChecker:
+    """Sends chunks to a running service (`--url`) through the client."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from azr_verify.client import Client, ClientConfig
+
+        config = ClientConfig.from_env(base_url=args.url, policy=args.policy,
+                                       **({"api_key": args.api_key} if args.api_key else {}))
+        self.client = Client(config=config)
+
+    def check(self, items: list[CheckItem]) -> list[dict[str, Any]]:
+        payload = [item.model_dump(mode="json", exclude_none=True) for item in items]
+        return [r.model_dump(mode="json") for r in self.client.check(payload)]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _verdict_list(text: str) -> frozenset[Verdict]:
+    """argparse type of --fail-on: comma-separated verdicts."""
+    wanted = set()
+    for name in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            wanted.add(Verdict(name))
+        except ValueError:
+            names = ", ".join(v.value for v in Verdict)
+            raise argparse.ArgumentTypeError(f"unknown verdict {name!r}; expected one or "
+                                             f"more of: {names}") from None
+    if not wanted:
+        raise argparse.ArgumentTypeError("name at least one verdict")
+    return frozenset(wanted)
+
+
 def _check(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from azr_verify.service.engine import Engine
-
-    policy = PolicyName(args.policy)
     source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
     with source:
         rows = list(_read_items(source))
@@ -70,21 +126,32 @@ def _check(args: argparse.Namespace) -> int:
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
     bar = tqdm(total=len(rows), unit="triple", file=sys.stderr, disable=args.quiet or None,
                dynamic_ncols=True)
+    checker = _RemoteChecker(args) if args.url else _LocalChecker(args)
     try:
-        with Engine.start(_settings(args)) as engine, out:
+        with out:
             for start in range(0, len(rows), CHUNK):
                 chunk = rows[start:start + CHUNK]
                 items = [row for _, row in chunk if isinstance(row, CheckItem)]
-                checked = iter(engine.check(items, policy))
+                checked = iter(checker.check(items) if items else [])
                 for _, row in chunk:
-                    result = next(checked) if isinstance(row, CheckItem) else row
-                    counts[result.verdict.value] += 1
-                    out.write(result.model_dump_json() + "\n")
+                    result = next(checked) if isinstance(row, CheckItem) \
+                        else row.model_dump(mode="json")
+                    counts[result["verdict"]] += 1
+                    if not args.summary:
+                        out.write(json.dumps(result, ensure_ascii=True) + "\n")
                 bar.update(len(chunk))
+            if args.summary:
+                out.write(json.dumps({"triples": len(rows), "verdicts": dict(sorted(
+                    counts.items()))}) + "\n")
     finally:
         bar.close()
+        checker.close()
     summary = ", ".join(f"{verdict}={counts[verdict]}" for verdict in sorted(counts))
     print(f"{len(rows)} triples: {summary or 'none'}", file=sys.stderr)
+    failing = sorted(v.value for v in args.fail_on or () if counts[v.value])
+    if failing:
+        print(f"azr-verify: failing verdicts present: {', '.join(failing)}", file=sys.stderr)
+        return EXIT_FAIL_ON
     return 0
 
 
@@ -125,11 +192,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _audit_export(args: argparse.Namespace) -> int:
-    from azr_verify.service.audit import export_jsonl
+    from azr_verify.service.audit import AuditQuery, export_records, parse_verdict
 
+    query = AuditQuery(verdict=parse_verdict(args.verdict), since=args.since, until=args.until,
+                       rule=args.rule, text=args.search)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
     with out:
-        count = export_jsonl(_settings(args), out, verdict=args.verdict, since=args.since)
+        count = export_records(_settings(args), out, query, args.format)
     print(f"exported {count} audit records", file=sys.stderr)
     return 0
 
@@ -156,15 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="sandbox backend (default: process)")
 
     check = commands.add_parser(
-        "check", help="check a JSONL file of triples",
+        "check", help="check a JSONL file of triples (locally, or on a running service)",
         description="Reads one JSON object per line (id, program, input, output, entry, "
                     "determinism_runs, timeout_s, memory_mb) and writes one result per line, "
-                    "in order. A malformed line gets a syntax_error result naming its line.")
+                    "in order. A malformed line gets a syntax_error result naming its line. "
+                    "Without --url the triples run on sandboxes started by this command.",
+        epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("input", help="JSONL file of triples, or - for stdin")
     check.add_argument("-o", "--output", help="where to write results (default: stdout)")
     check.add_argument("--policy", choices=[p.value for p in PolicyName],
                        default=PolicyName.AZR.value, help="static safety policy (default: azr)")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    check.add_argument("--url", help="send the triples to the service at this URL instead of "
+                       "running them here (e.g. http://127.0.0.1:8000)")
+    check.add_argument("--api-key", help="API key for --url (default: AZR_VERIFY_API_KEY)")
+    check.add_argument("--summary", action="store_true",
+                       help="write one JSON line of counts per verdict instead of the results")
+    check.add_argument("--fail-on", type=_verdict_list, metavar="VERDICT[,VERDICT...]",
+                       help="exit with status 1 when any result has one of these verdicts")
     sandbox_flags(check)
     check.set_defaults(handler=_check)
 
@@ -196,10 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="audit log tools")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    export = audit_commands.add_parser("export", help="write audit records as JSONL")
+    export = audit_commands.add_parser("export", help="write audit records as JSONL or CSV")
     export.add_argument("-o", "--output", help="file (default: stdout)")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
+                        help="output format (default: jsonl)")
     export.add_argument("--verdict", help="only this verdict")
     export.add_argument("--since", type=float, help="only records after this UNIX time")
+    export.add_argument("--until", type=float, help="only records at or before this UNIX time")
+    export.add_argument("--rule", help="only records with a violation of this policy rule")
+    export.add_argument("--search", help="only records containing these words")
     export.add_argument("--redis-url", help="read the distributed-mode audit log")
     export.set_defaults(handler=_audit_export)
 
@@ -218,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         return int(args.handler(args))
-    except AzrVerifyError as exc:
+    except (AzrVerifyError, AzrClientError) as exc:
         print(f"azr-verify: error: {exc}", file=sys.stderr)
         return EXIT_INFRASTRUCTURE
     except FileNotFoundError as exc:

@@ -125,6 +125,13 @@ class Engine:
                                  s.determinism_seeds),
         )
 
+    def _reported_limits(self, item: CheckItem) -> Limits | None:
+        """What an item that asked for its own limits gets told it ran under (a request above
+        the caps is lowered silently otherwise)."""
+        if item.timeout_s is None and item.memory_mb is None and item.determinism_runs is None:
+            return None
+        return self.limits_for(item)
+
     # -- the batch ------------------------------------------------------------------------
 
     def check(self, items: Sequence[CheckItem], policy: PolicyName = PolicyName.AZR,
@@ -251,7 +258,8 @@ class Engine:
                 cached: bool) -> CheckResult:
         """Applies the None policy and compares with the expected output."""
         base = {"id": item.id, "error_type": run.error_type, "error": run.error,
-                "duration_ms": 0.0 if cached else run.duration_ms, "cached": cached}
+                "duration_ms": 0.0 if cached else run.duration_ms, "cached": cached,
+                "limits": self._reported_limits(item)}
         if run.verdict is not Verdict.ACCEPTED:
             return CheckResult(verdict=run.verdict, **base)
         if self.settings.reject_none_output and run.output == "None":

@@ -38,6 +38,10 @@ class QueueUnavailableError(QueueError):
     """Redis cannot be reached."""
 
 
+class InvalidQueryError(AzrVerifyError):
+    """An audit query is malformed (a cursor from elsewhere, a search with no words)."""
+
+
 class OverloadedError(AzrVerifyError):
     """More work is queued than the configured depth allows; retry later."""
 

@@ -16,7 +16,7 @@ ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class Verdict(StrEnum):
-    """The closed set of outcomes of checking one triple (DESIGN.md §2)."""
+    """The closed set of outcomes of checking one triple (docs/design.md §2)."""
 
     ACCEPTED = "accepted"
     WRONG_OUTPUT = "wrong_output"
@@ -71,6 +71,17 @@ class CheckItem(BaseModel):
                                         "task type...) kept in the audit log.")
 
 
+class Limits(BaseModel):
+    """Resolved limits for one execution."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timeout_s: float
+    memory_mb: int
+    output_limit_chars: int
+    determinism_runs: int
+
+
 class CheckResult(BaseModel):
     """The verdict on one triple."""
 
@@ -82,14 +93,7 @@ class CheckResult(BaseModel):
     violations: list[Violation] = Field(default_factory=list)
     duration_ms: float = Field(0.0, description="Sandbox time spent on this item.")
     cached: bool = False
-
-
-class Limits(BaseModel):
-    """Resolved limits for one execution."""
-
-    model_config = ConfigDict(frozen=True)
-
-    timeout_s: float
-    memory_mb: int
-    output_limit_chars: int
-    determinism_runs: int
+    limits: Limits | None = Field(None, description="The limits the item ran under, set "
+                                  "when it asked for its own timeout_s, memory_mb or "
+                                  "determinism_runs: a request above the server's caps is "
+                                  "lowered to them, and this shows the values applied.")

@@ -73,7 +73,7 @@ def test_check_reads_stdin_and_policy_flag() -> None:
     assert json.loads(strict.stdout)["verdict"] == "unsafe"
     assert json.loads(loose.stdout) | {"duration_ms": 0} == {
         "id": None, "verdict": "accepted", "output": "'/'", "error_type": None, "error": None,
-        "violations": [], "duration_ms": 0, "cached": False}
+        "violations": [], "duration_ms": 0, "cached": False, "limits": None}
 
 
 def test_missing_file_is_a_clear_error() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from azr_verify.service.audit import AuditRecord, RedisAuditStore
+from azr_verify.service.audit import AuditQuery, AuditRecord, RedisAuditStore
 from azr_verify.service.cache import CachedRun
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import OverloadedError
@@ -165,12 +165,20 @@ def test_redis_audit_store_filters_and_pages(settings: Settings, client: redis.R
                            verdict=Verdict.UNSAFE if k % 3 else Verdict.TIMEOUT)
                for k in range(1200)]
     store.record(records)
-    newest = store.query(None, None, 5)
-    assert [r.program for r in newest] == [f"p{k}\ud800" for k in (1199, 1198, 1197, 1196, 1195)]
-    timeouts = store.query(Verdict.TIMEOUT, None, 1000)
-    assert len(timeouts) == 400 and all(r.verdict is Verdict.TIMEOUT for r in timeouts)
+    newest = store.page(AuditQuery(), 5)
+    assert [r.program for r in newest.records] == [f"p{k}\ud800"
+                                                   for k in (1199, 1198, 1197, 1196, 1195)]
+    older = store.page(AuditQuery(), 2, before=newest.next_before)
+    assert [r.program for r in older.records] == ["p1194\ud800", "p1193\ud800"]
+    timeouts = store.page(AuditQuery(verdict=Verdict.TIMEOUT), 1000)
+    assert len(timeouts.records) == 400 and timeouts.next_before is None
+    assert all(r.verdict is Verdict.TIMEOUT for r in timeouts.records)
     # Unsafe are the k not divisible by 3; k = 1191 and 1194 are not.
-    assert [r.time for r in store.iterate(Verdict.UNSAFE, 2190.0)] == [1000.0 + k for k in
-                                                                        (1192, 1193, 1195,
-                                                                         1196, 1198, 1199)]
-    assert sum(1 for _ in store.iterate(None, None)) == 1200
+    unsafe = AuditQuery(verdict=Verdict.UNSAFE, since=2190.0)
+    assert [r.time for r in store.iterate(unsafe)] == [1000.0 + k for k in
+                                                       (1192, 1193, 1195, 1196, 1198, 1199)]
+    assert sum(1 for _ in store.iterate(AuditQuery())) == 1200
+    assert store.get(newest.records[0].id or "", AuditQuery()) == newest.records[0]
+    counts = store.counts(AuditQuery(), 1000.0, 600.0, 2)
+    assert [sum(b.values()) for b in counts.buckets] == [600, 600] and not counts.truncated
+    assert store.page(AuditQuery(text="p1042"), 5).records[0].time == 2042.0

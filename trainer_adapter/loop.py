@@ -1,4 +1,4 @@
-"""One AZR step (DESIGN.md §6): propose -> validate -> learnability -> solve -> verify ->
+"""One AZR step (docs/design.md §7): propose -> validate -> learnability -> solve -> verify ->
 rewards -> Task-Relative REINFORCE++ -> update -> sync rollout weights.
 
 This module orchestrates; each stage's logic lives in its own module (prompts, parsing,

@@ -1,17 +1,35 @@
 """Optional API keys: `Authorization: Bearer <key>` when settings.api_keys is non-empty.
 
-Keys are compared in constant time; the key's *name* (never the key) reaches the audit log.
+Keys are compared in constant time; the key's *name* (never the key) reaches the audit log and
+the access log. The console, which a browser cannot send a header from, signs in with a key
+once and then carries a session cookie: an expiring HMAC of the key's name made with the key
+itself, so the cookie never holds the key and stops working when the key is changed.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import time
+from typing import Annotated
 
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import Request
 
 from azr_verify.service.api.errors import ApiError
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="azr-verify"'}
+SESSION_S = 12 * 3600
+_SESSION_CONTEXT = b"azr-verify console session\x00"
+
+# Declares the scheme in the OpenAPI document ("Authorize" in /docs); the header itself is
+# parsed by ApiKeys so that a missing and a wrong key get the same JSON errors everywhere.
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="ApiKey", bearerFormat="API key",
+    description="Only when the service is configured with API keys "
+                "(AZR_VERIFY_API_KEYS): send `Authorization: Bearer <key>`.")
 
 
 class ApiKeys:
@@ -30,18 +48,59 @@ class ApiKeys:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: "
                            "Bearer <key>'", headers=_CHALLENGE)
-        presented = token.strip().encode("utf-8", "surrogateescape")
+        found = self._match(token.strip())
+        if found is None:
+            raise ApiError(401, "unauthorized", "invalid API key", headers=_CHALLENGE)
+        return found
+
+    def _match(self, token: str) -> str | None:
+        presented = token.encode("utf-8", "surrogateescape")
         found = None
         for name, key in self._keys:
             # No early exit: every key is compared, so timing says nothing about which.
             if hmac.compare_digest(presented, key):
                 found = name
-        if found is None:
-            raise ApiError(401, "unauthorized", "invalid API key", headers=_CHALLENGE)
         return found
 
+    def name_of_key(self, key: str) -> str | None:
+        """The name of a key typed into the console's sign-in form; None when unknown."""
+        return self._match(key.strip()) if self._keys else None
 
-def api_key_name(request: Request) -> str | None:
-    """FastAPI dependency for the /v1 routes."""
+    # -- console sessions -----------------------------------------------------------------
+
+    def session_token(self, name: str, now: float | None = None) -> str:
+        issued = int(time.time() if now is None else now)
+        label = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+        return f"{label}.{issued}.{self._sign(name, issued)}"
+
+    def _sign(self, name: str, issued: int) -> str:
+        key = dict(self._keys)[name]
+        message = _SESSION_CONTEXT + name.encode() + b"\x00" + str(issued).encode()
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+    def name_for_session(self, token: str, now: float | None = None) -> str | None:
+        """The key name a session cookie was issued for; None when invalid or expired."""
+        label, _, rest = token.partition(".")
+        issued_text, _, signature = rest.partition(".")
+        try:
+            name = base64.urlsafe_b64decode(label + "=" * (-len(label) % 4)).decode()
+            issued = int(issued_text)
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            return None
+        if name not in dict(self._keys):
+            return None
+        current = time.time() if now is None else now
+        if not issued <= current + 60 or current - issued > SESSION_S:
+            return None
+        if not hmac.compare_digest(signature.encode(), self._sign(name, issued).encode()):
+            return None
+        return name
+
+
+def api_key_name(request: Request, credentials: Annotated[
+        HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None) -> str | None:
+    """FastAPI dependency for the /v1 routes; the name is kept for the access log."""
     keys: ApiKeys = request.app.state.api_keys
-    return keys.name_for(request.headers.get("authorization"))
+    name = keys.name_for(request.headers.get("authorization"))
+    request.state.key_name = name
+    return name

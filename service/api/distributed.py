@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from azr_verify.service.api.schemas import JobProgress, JobState, JobStatusResponse
-from azr_verify.service.audit import AuditRecord, RedisAuditStore
+from azr_verify.service.audit import RedisAuditStore
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import (
     BatchLostError,
@@ -25,7 +25,7 @@ from azr_verify.service.errors import (
     QueueUnavailableError,
 )
 from azr_verify.service.metrics import TelemetrySnapshot
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+from azr_verify.service.models import CheckItem, CheckResult, PolicyName
 from azr_verify.service.queue.batches import (
     BatchReader,
     BatchStatus,
@@ -157,10 +157,6 @@ class DistributedBackend:
                                  results=results, error=error)
 
     # -- the rest -------------------------------------------------------------------------
-
-    async def audit(self, verdict: Verdict | None, since: float | None,
-                    limit: int) -> list[AuditRecord]:
-        return await anyio.to_thread.run_sync(self.audit_store.query, verdict, since, limit)
 
     async def readiness(self) -> dict[str, Any]:
         try:

@@ -13,7 +13,7 @@ import anyio
 
 from azr_verify.service.api.jobs import MemoryJob, MemoryJobStore
 from azr_verify.service.api.schemas import JobStatusResponse
-from azr_verify.service.audit import DB_NAME, AuditRecord, SqliteAuditStore, records_for
+from azr_verify.service.audit import DB_NAME, SqliteAuditStore, records_for
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.errors import OverloadedError
@@ -23,7 +23,7 @@ from azr_verify.service.metrics import (
     TelemetrySnapshot,
     execution_seconds,
 )
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+from azr_verify.service.models import CheckItem, CheckResult, PolicyName
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +149,6 @@ class EmbeddedBackend:
         return self.jobs.status(job_id, key_name)
 
     # -- the rest -------------------------------------------------------------------------
-
-    async def audit(self, verdict: Verdict | None, since: float | None,
-                    limit: int) -> list[AuditRecord]:
-        return await anyio.to_thread.run_sync(self.audit_store.query, verdict, since, limit)
 
     async def readiness(self) -> dict[str, Any]:
         pool = self.engine.pool

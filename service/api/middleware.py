@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: unexpected errors, the request-body limit, request-latency metrics."""
+"""Pure ASGI middleware: unexpected errors, the request-body limit, request-latency metrics,
+the access log."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from azr_verify.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("azr_verify.access")
 
 # After refusing a body, up to this much more is read and thrown away (never kept) before the
 # 413 goes out: closing a socket with unread data makes the kernel send RST, and the client
@@ -165,3 +167,38 @@ class RequestMetricsMiddleware:
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.observe_request(scope["method"], label, status,
                                          time.perf_counter() - started)
+
+
+class AccessLogMiddleware:
+    """One log line per HTTP request: method, path, status, duration, items, API key name.
+
+    Routes leave the item count and the key's name (never the key) in the request state.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        # Created here so that what routes store in request.state is seen after they return.
+        state = scope.setdefault("state", {})
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            method, path = scope["method"], scope.get("path", "")
+            access_log.info(f"{method} {path} {status}", extra={
+                "method": method, "path": path, "status": status, "duration_ms": duration_ms,
+                "items": state.get("items"), "key_name": state.get("key_name"),
+                "client": (scope.get("client") or (None,))[0]})

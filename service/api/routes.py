@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from azr_verify.service import __version__
+from azr_verify.service.api.auditing import (
+    MAX_PAGE,
+    AuditFilters,
+    audit_filters,
+    audit_query,
+    export_response,
+    read_page,
+)
 from azr_verify.service.api.auth import api_key_name
 from azr_verify.service.api.backend import Backend
 from azr_verify.service.api.errors import ApiError, error_response
@@ -26,12 +34,53 @@ from azr_verify.service.api.schemas import (
 )
 from azr_verify.service.config import Settings
 from azr_verify.service.metrics import Metrics
-from azr_verify.service.models import PolicyName, Verdict
+from azr_verify.service.models import PolicyName
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-MAX_AUDIT_LIMIT = 10_000
 
 KeyName = Annotated[str | None, Depends(api_key_name)]
+Filters = Annotated[AuditFilters, Depends(audit_filters)]
+
+
+class Tag:
+    """OpenAPI tags: how /docs groups the operations."""
+
+    CHECK = "check"
+    JOBS = "jobs"
+    AUDIT = "audit"
+    SERVICE = "service"
+
+
+TAGS_METADATA = [
+    {"name": Tag.CHECK, "description": "Check a batch of (program, input, output) triples and "
+     "wait for the verdicts (docs/design.md §2)."},
+    {"name": Tag.JOBS, "description": "The same batches as asynchronous jobs with progress."},
+    {"name": Tag.AUDIT, "description": "Rejected items and why: every verdict but accepted "
+     "and wrong_output. The console at /console shows the same records."},
+    {"name": Tag.SERVICE, "description": "Version, limits, health and metrics."},
+]
+
+_DEDUCTION = "def f(a, b):\n    return sorted(a)[:b]"
+CHECK_EXAMPLES: dict[str, Any] = {
+    "validate_proposal": {
+        "summary": "Validate a proposal: run f and return its output",
+        "value": {"items": [{"id": "p1", "program": _DEDUCTION, "input": "[3, 1, 2], 2"}]}},
+    "check_answers": {
+        "summary": "Check answers against expected outputs",
+        "value": {"items": [
+            {"id": "deduction", "program": _DEDUCTION, "input": "[3, 1, 2], 2",
+             "output": "[1, 2]"},
+            {"id": "abduction", "program": _DEDUCTION, "input": "[5, 4], 1", "output": "[4]"}],
+            "policy": "azr"}},
+    "unsafe_and_limits": {
+        "summary": "A program the policy refuses, and per-item limits",
+        "value": {"items": [
+            {"id": "unsafe", "program": "import os\ndef f(x):\n    return os.getcwd()",
+             "input": "0", "meta": {"step": 12, "role": "proposer"}},
+            {"id": "slow", "program": "def f(n):\n    return sum(range(n))",
+             "input": "1000000", "timeout_s": 2.0, "memory_mb": 128, "determinism_runs": 2}]}},
+}
+CheckBody = Annotated[CheckRequest, Body(openapi_examples=CHECK_EXAMPLES)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text} for status, text in {
         400: "Malformed JSON or undecodable body", 401: "Missing or invalid API key",
@@ -51,6 +100,7 @@ def _settings(request: Request) -> Settings:
 
 
 def _check_size(request: Request, body: CheckRequest) -> None:
+    request.state.items = len(body.items)  # for the access log
     limit = _settings(request).max_items
     if len(body.items) > limit:
         raise ApiError(413, "too_many_items", f"{len(body.items)} items exceed the limit of "
@@ -61,37 +111,59 @@ def build_router() -> APIRouter:
     router = APIRouter()
 
     @router.post("/v1/check", response_model=CheckResponse, responses=_ERRORS,
+                 tags=[Tag.CHECK], operation_id="check",
                  summary="Check a batch of triples and wait for the verdicts")
-    async def check(request: Request, body: CheckRequest, key_name: KeyName) -> Response:
+    async def check(request: Request, body: CheckBody, key_name: KeyName) -> Response:
         _check_size(request, body)
         results = await _backend(request).check(body.items, body.policy, key_name)
         return AsciiJSONResponse({"results": [r.model_dump(mode="json") for r in results]})
 
     @router.post("/v1/jobs", response_model=JobCreated, status_code=202, responses=_ERRORS,
+                 tags=[Tag.JOBS], operation_id="submitJob",
                  summary="Submit a batch; poll GET /v1/jobs/{job_id} for progress and results")
-    async def submit(request: Request, body: CheckRequest, key_name: KeyName) -> Response:
+    async def submit(request: Request, body: CheckBody, key_name: KeyName) -> Response:
         _check_size(request, body)
         job_id = await _backend(request).submit(body.items, body.policy, key_name)
         created = JobCreated(job_id=job_id, status=JobState.QUEUED)
         return AsciiJSONResponse(created.model_dump(mode="json"), status_code=202)
 
     @router.get("/v1/jobs/{job_id}", response_model=JobStatusResponse,
-                responses={404: {"model": ErrorResponse, "description": "Unknown job"}},
+                tags=[Tag.JOBS], operation_id="getJob",
+                responses={404: {"model": ErrorResponse, "description": "Unknown job"},
+                           401: _ERRORS[401]},
                 summary="A job's status, progress and (once finished) results")
     async def job(request: Request, job_id: str, key_name: KeyName) -> Response:
         status = await _backend(request).job(job_id, key_name)
         return AsciiJSONResponse(status.model_dump(mode="json"))
 
-    @router.get("/v1/audit", response_model=AuditResponse,
-                summary="Rejected items (every verdict but accepted and wrong_output)")
-    async def audit(request: Request, key_name: KeyName,
-                    verdict: Annotated[Verdict | None, Query()] = None,
-                    since: Annotated[float | None, Query(description="UNIX time")] = None,
-                    limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_LIMIT)] = 100) -> Response:
-        records = await _backend(request).audit(verdict, since, limit)
-        return AsciiJSONResponse({"records": [r.model_dump(mode="json") for r in records]})
+    @router.get("/v1/audit", response_model=AuditResponse, tags=[Tag.AUDIT],
+                operation_id="listAuditRecords", responses={401: _ERRORS[401],
+                                                            422: _ERRORS[422]},
+                summary="Rejected items, newest first, a page at a time")
+    async def audit(request: Request, key_name: KeyName, filters: Filters,
+                    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+                    before: Annotated[str | None, Query(
+                        description="Cursor: `next_before` of the previous page.",
+                        max_length=64)] = None) -> Response:
+        query = audit_query(request, key_name, filters)
+        page = await read_page(request, query, limit, before)
+        return AsciiJSONResponse({"records": [r.model_dump(mode="json") for r in page.records],
+                                  "next_before": page.next_before})
 
-    @router.get("/v1/info", response_model=InfoResponse, summary="Version, backend, limits")
+    @router.get("/v1/audit/export", tags=[Tag.AUDIT], operation_id="exportAuditRecords",
+                response_class=Response,
+                responses={200: {"description": "Every matching record, oldest first",
+                                 "content": {"application/x-ndjson": {}, "text/csv": {}}},
+                           401: _ERRORS[401], 422: _ERRORS[422]},
+                summary="Every matching record as JSONL or CSV (streamed)")
+    async def audit_export(request: Request, key_name: KeyName, filters: Filters,
+                           format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl"
+                           ) -> Response:
+        return export_response(request, audit_query(request, key_name, filters), format)
+
+    @router.get("/v1/info", response_model=InfoResponse, tags=[Tag.SERVICE],
+                operation_id="getInfo", responses={401: _ERRORS[401]},
+                summary="Version, backend, limits")
     async def info(request: Request, key_name: KeyName) -> InfoResponse:
         s = _settings(request)
         backend = _backend(request)
@@ -108,11 +180,13 @@ def build_router() -> APIRouter:
                     "chunk_size": s.chunk_size},
             executors=await backend.executors())
 
-    @router.get("/healthz", response_model=HealthResponse, summary="Liveness")
+    @router.get("/healthz", response_model=HealthResponse, tags=[Tag.SERVICE],
+                operation_id="getLiveness", summary="Liveness")
     async def healthz() -> HealthResponse:
         return HealthResponse(status="ok")
 
-    @router.get("/readyz", response_model=HealthResponse,
+    @router.get("/readyz", response_model=HealthResponse, tags=[Tag.SERVICE],
+                operation_id="getReadiness",
                 responses={503: {"model": ErrorResponse, "description": "Not ready"}},
                 summary="Readiness: sandbox pool up; Redis reachable in distributed mode")
     async def readyz(request: Request) -> Response:
@@ -124,7 +198,10 @@ def build_router() -> APIRouter:
                                            for name, check in checks.items()])
         return AsciiJSONResponse({"status": "ready", "checks": checks})
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+                tags=[Tag.SERVICE], operation_id="getMetrics",
+                responses={200: {"content": {"text/plain": {}}, "description": "Prometheus "
+                                 "text format"}})
     async def metrics(request: Request) -> Response:
         registry: Metrics = request.app.state.metrics
         body = await run_in_threadpool(registry.render)

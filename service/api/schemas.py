@@ -51,6 +51,8 @@ class JobStatusResponse(BaseModel):
 
 class AuditResponse(BaseModel):
     records: list[AuditRecord] = Field(description="Newest first.")
+    next_before: str | None = Field(None, description="Pass as `before` for the next, older "
+                                    "page; null on the last page.")
 
 
 class InfoResponse(BaseModel):

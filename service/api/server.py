@@ -15,8 +15,8 @@ GRACEFUL_SHUTDOWN_S = 30
 def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
         functools.partial(create_app, settings), factory=True, host=host, port=port,
-        # Our JSON logging (service/logs.py) stays in charge; per-request lines come from
-        # metrics, not an access log.
+        # Our JSON logging (service/logs.py) stays in charge; the one line per request comes
+        # from AccessLogMiddleware (it knows the item count and the API key's name).
         log_config=None, access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         proxy_headers=True)
 

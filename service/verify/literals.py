@@ -1,7 +1,7 @@
 """A safe parser for literal values and literal call arguments.
 
 The text is parsed with `ast.parse` and the tree is walked; nothing is ever evaluated. The forms
-accepted are exactly the ones `repr()` produces for literal values (DESIGN.md §2), so
+accepted are exactly the ones `repr()` produces for literal values (docs/design.md §2), so
 `parse_literal(repr(value))` round-trips every value the sandbox may return, and every input the
 sandbox runner evaluates in its restricted namespace gives the same value here.
 """

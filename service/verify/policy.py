@@ -1,4 +1,4 @@
-"""The static, AST-based safety policy (DESIGN.md §2).
+"""The static, AST-based safety policy (docs/design.md §6).
 
 `check_program` parses a program, never runs it, and reports every rule it breaks. The policy is
 task hygiene and an audit trail: it keeps sources of nondeterminism and obvious escapes out of
