@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-system-deps: ## install the Debian packages the sandboxes and tests need (as root)
+system-deps: ## install the Debian packages the sandboxes and tests need (as root; chromium for the browser tests)
 	@missing=""; \
 	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -22,6 +22,8 @@ system-deps: ## install the Debian packages the sandboxes and tests need (as roo
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \

@@ -6,7 +6,8 @@ programs may hold lone surrogates, which neither SQLite's UTF-8 nor Redis' clien
 
 Reads go through one `AuditQuery` (verdict, time range, rule, text, API key) for `/v1/audit`,
 the console and exports alike (docs/design.md §5). The SQLite store answers every filter from an
-index (a rule table, a full-text index, per-minute counts), so a page or a chart stays fast on
+index (a rule table, a full-text index, per-minute and per-hour counts), so a page or a chart
+stays fast on
 a million records; the Redis store filters while it scans, bounded by `SCAN_LIMIT` entries.
 """
 
@@ -47,8 +48,13 @@ _TRIM_EVERY = 1000
 _PAGE = 500
 CLOCK_SKEW_S = 300
 MINUTE_S = 60
+# Pre-counted records per (slot, verdict, key): a chart of whole slots reads these instead of
+# the rows. The coarsest rollup that divides the chart's buckets is used.
+ROLLUPS = (("audit_hour", 3600), ("audit_minute", MINUTE_S))
 # The most stream entries one Redis read examines while filtering (page or chart).
 SCAN_LIMIT = 100_000
+# The most matches of a rule or text search the SQLite store reads for one chart.
+CHART_SCAN_LIMIT = 20_000
 _TOKEN = re.compile(r"[^\W_]+")
 
 
@@ -226,23 +232,25 @@ class AuditStore(Protocol):
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, time REAL NOT NULL, "
     "verdict TEXT NOT NULL, record TEXT NOT NULL, key_name TEXT)",
-    "CREATE TABLE IF NOT EXISTS audit_rule (rule TEXT NOT NULL, time REAL NOT NULL, "
-    "id INTEGER NOT NULL, PRIMARY KEY (rule, time, id)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS audit_minute (minute INTEGER NOT NULL, verdict TEXT NOT NULL, "
-    "key_name TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (minute, verdict, key_name)) "
-    "WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS audit_rule (rule TEXT NOT NULL, id INTEGER NOT NULL, "
+    "time REAL NOT NULL, verdict TEXT NOT NULL, PRIMARY KEY (rule, id)) WITHOUT ROWID",
+    *(f"CREATE TABLE IF NOT EXISTS {table} (slot INTEGER NOT NULL, verdict TEXT NOT NULL, "
+      "key_name TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (slot, verdict, key_name)) "
+      "WITHOUT ROWID" for table, _ in ROLLUPS),
     # Contentless: the text lives in `record` already; the index keeps only words.
     "CREATE VIRTUAL TABLE IF NOT EXISTS audit_text USING fts5(text, content='', "
     "tokenize='unicode61 remove_diacritics 0')",
 )
-# Every index ends in the rowid, so each serves ORDER BY time DESC, id DESC for its filters.
+# An equality filter's index yields rowids in order (ORDER BY id needs no sort); the time
+# index turns time bounds into id bounds and counts short ranges without reading rows.
 _INDEXES = (
-    "CREATE INDEX IF NOT EXISTS audit_time ON audit (time, verdict)",
-    "CREATE INDEX IF NOT EXISTS audit_verdict_time ON audit (verdict, time)",
-    "CREATE INDEX IF NOT EXISTS audit_key_time ON audit (key_name, time)",
-    "CREATE INDEX IF NOT EXISTS audit_key_verdict_time ON audit (key_name, verdict, time)",
+    "CREATE INDEX IF NOT EXISTS audit_by_time ON audit (time, verdict)",
+    "CREATE INDEX IF NOT EXISTS audit_by_verdict ON audit (verdict)",
+    "CREATE INDEX IF NOT EXISTS audit_by_key ON audit (key_name)",
+    "CREATE INDEX IF NOT EXISTS audit_by_key_verdict ON audit (key_name, verdict)",
 )
-_NO_KEY = ""  # audit_minute's key_name for records without one (it is part of the key)
+_OLD_INDEXES = ("audit_time", "audit_verdict_time")  # schema 1's
+_NO_KEY = ""  # the rollups' key_name for records without one (it is part of the key)
 
 
 class SqliteAuditStore:
@@ -269,6 +277,9 @@ class SqliteAuditStore:
         self._db.execute("BEGIN")
         if columns and "key_name" not in columns:
             self._db.execute("ALTER TABLE audit ADD COLUMN key_name TEXT")
+        if version < SCHEMA_VERSION:
+            for name in _OLD_INDEXES:
+                self._db.execute(f"DROP INDEX IF EXISTS {name}")  # names are literals above
         for statement in _TABLES + _INDEXES:
             self._db.execute(statement)
         if columns and version < SCHEMA_VERSION:
@@ -281,7 +292,7 @@ class SqliteAuditStore:
         total = self._db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
         log.info("upgrading the audit log to schema %d", SCHEMA_VERSION,
                  extra={"path": str(path), "records": total})
-        for table in ("audit_rule", "audit_minute"):
+        for table in ("audit_rule", *(table for table, _ in ROLLUPS)):
             self._db.execute(f"DELETE FROM {table}")  # table names are literals above
         self._db.execute("INSERT INTO audit_text(audit_text) VALUES('delete-all')")
         last = 0
@@ -299,29 +310,29 @@ class SqliteAuditStore:
             last = ids[-1]
 
     def _index(self, ids: Sequence[int], records: Sequence[AuditRecord], sign: int) -> None:
-        """Adds (+1) or removes (-1) the rule rows, words and minute counts of records."""
+        """Adds (+1) or removes (-1) the rule rows, words and rollup counts of records."""
         pairs = list(zip(ids, records, strict=True))
-        rules = [(rule, r.time, i) for i, r in pairs for rule in r.rules]
-        minutes = Counter((int(r.time // MINUTE_S), r.verdict.value, r.api_key_name or _NO_KEY)
-                          for r in records)
+        rules = [(rule, i, r.time, r.verdict.value) for i, r in pairs for rule in r.rules]
         if sign > 0:
-            self._db.executemany("INSERT INTO audit_rule (rule, time, id) VALUES (?, ?, ?)",
-                                 rules)
+            self._db.executemany("INSERT INTO audit_rule (rule, id, time, verdict) "
+                                 "VALUES (?, ?, ?, ?)", rules)
             self._db.executemany("INSERT INTO audit_text (rowid, text) VALUES (?, ?)",
                                  [(i, search_text(r)) for i, r in pairs])
+        else:
+            self._db.executemany("DELETE FROM audit_rule WHERE rule = ? AND id = ?",
+                                 [(rule, i) for rule, i, _, _ in rules])
+            self._db.executemany("INSERT INTO audit_text (audit_text, rowid, text) "
+                                 "VALUES ('delete', ?, ?)",
+                                 [(i, search_text(r)) for i, r in pairs])
+        for table, seconds in ROLLUPS:  # table names are literals
+            slots = Counter((int(r.time // seconds), r.verdict.value,
+                             r.api_key_name or _NO_KEY) for r in records)
             self._db.executemany(
-                "INSERT INTO audit_minute (minute, verdict, key_name, n) VALUES (?, ?, ?, ?) "
+                f"INSERT INTO {table} (slot, verdict, key_name, n) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                [(*key, n) for key, n in minutes.items()])
-            return
-        self._db.executemany("DELETE FROM audit_rule WHERE rule = ? AND time = ? AND id = ?",
-                             rules)
-        self._db.executemany("INSERT INTO audit_text (audit_text, rowid, text) "
-                             "VALUES ('delete', ?, ?)", [(i, search_text(r)) for i, r in pairs])
-        self._db.executemany("UPDATE audit_minute SET n = n - ? WHERE minute = ? AND "
-                             "verdict = ? AND key_name = ?",
-                             [(n, *key) for key, n in minutes.items()])
-        self._db.execute("DELETE FROM audit_minute WHERE n <= 0")
+                [(*key, sign * n) for key, n in slots.items()])
+            if sign < 0:
+                self._db.execute(f"DELETE FROM {table} WHERE n <= 0")
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -363,15 +374,53 @@ class SqliteAuditStore:
             self._db.execute("COMMIT")
 
     # -- reads ----------------------------------------------------------------------------
+    #
+    # Newest first means highest id first: ids follow insertion, which follows the records'
+    # times, and every index below ends in the rowid, so each filter streams in id order and
+    # a page stops after `limit` rows. Time bounds become an id range first (two index
+    # seeks), then also filter exactly.
 
-    def _where(self, query: AuditQuery, table: str) -> tuple[list[str], list[Any]]:
-        """WHERE clauses on `audit a` (and `audit_rule r` when the query names a rule);
-        `table` is the alias whose time and id order the rows."""
-        clauses: list[str] = []
-        params: list[Any] = []
+    def _id_range(self, since: float | None, until: float | None) -> tuple[int, int] | None:
+        """Ids that can hold records in (since, until]; None when none can."""
+        low, high = 0, 2**63 - 1
+        if since is not None:
+            row = self._db.execute("SELECT id FROM audit WHERE time > ? ORDER BY time LIMIT 1",
+                                   (since - CLOCK_SKEW_S,)).fetchone()
+            if row is None:
+                return None
+            low = int(row[0])
+        if until is not None:
+            row = self._db.execute("SELECT id FROM audit WHERE time <= ? ORDER BY time DESC "
+                                   "LIMIT 1", (until + CLOCK_SKEW_S,)).fetchone()
+            if row is None:
+                return None
+            high = int(row[0])
+        return (low, high) if low <= high else None
+
+    @staticmethod
+    def _source(query: AuditQuery) -> tuple[str, str]:
+        """FROM clause and the id column that orders it: a rule or a text search drives the
+        scan from its own index."""
+        if query.rule is not None:
+            return "audit_rule r JOIN audit a ON a.id = r.id", "r.id"
+        if query.words:
+            return "audit_text t JOIN audit a ON a.id = t.rowid", "t.rowid"
+        return "audit a", "a.id"
+
+    def _where(self, query: AuditQuery, order: str,
+               ids: tuple[int, int]) -> tuple[list[str], list[Any]]:
+        clauses = [f"{order} BETWEEN ? AND ?"]
+        params: list[Any] = [ids[0], ids[1]]
         if query.rule is not None:
             clauses.append("r.rule = ?")
             params.append(query.rule)
+        if query.words:
+            if query.rule is not None:
+                clauses.append("a.id IN (SELECT rowid FROM audit_text WHERE audit_text "
+                               "MATCH ?)")
+            else:
+                clauses.append("t.audit_text MATCH ?")
+            params.append(query.fts_query())
         if query.verdict is not None:
             clauses.append("a.verdict = ?")
             params.append(query.verdict.value)
@@ -379,51 +428,43 @@ class SqliteAuditStore:
             clauses.append("a.key_name = ?")
             params.append(query.api_key_name)
         if query.since is not None:
-            clauses.append(f"{table}.time > ?")
+            clauses.append("a.time > ?")
             params.append(query.since)
         if query.until is not None:
-            clauses.append(f"{table}.time <= ?")
+            clauses.append("a.time <= ?")
             params.append(query.until)
-        if query.words:
-            clauses.append("a.id IN (SELECT rowid FROM audit_text WHERE audit_text MATCH ?)")
-            params.append(query.fts_query())
         return clauses, params
 
-    @staticmethod
-    def _from(query: AuditQuery) -> tuple[str, str]:
-        """FROM clause and ordering alias: a rule filter drives the scan from audit_rule."""
-        if query.rule is not None:
-            return "audit_rule r JOIN audit a ON a.id = r.id", "r"
-        return "audit a", "a"
+    def _select(self, query: AuditQuery, columns: str, descending: bool, limit: int,
+                before: int | None = None, after: int | None = None) -> list[Any]:
+        """Matching rows in id order, at most `limit`; call with the lock held."""
+        ids = self._id_range(query.since, query.until)
+        if ids is None:
+            return []
+        low, high = ids
+        if before is not None:
+            high = min(high, before - 1)
+        if after is not None:
+            low = max(low, after + 1)
+        source, order = self._source(query)
+        clauses, params = self._where(query, order, (low, high))
+        direction = "DESC" if descending else "ASC"
+        sql = (f"SELECT {columns} FROM {source} WHERE {' AND '.join(clauses)} "
+               f"ORDER BY {order} {direction} LIMIT ?")  # fragments are literals above
+        return self._db.execute(sql, [*params, limit]).fetchall()
 
-    def _cursor(self, before: str | None) -> tuple[float, int] | None:
-        if before is None:
-            return None
+    @staticmethod
+    def _row_id(text: str) -> int:
         try:
-            row_id = int(before)
+            return int(text)
         except ValueError:
-            raise InvalidQueryError(f"cursor {before!r} is not an id of this audit log") \
+            raise InvalidQueryError(f"cursor {text!r} is not an id of this audit log") \
                 from None
-        row = self._db.execute("SELECT time FROM audit WHERE id = ?", (row_id,)).fetchone()
-        if row is None:
-            # Trimmed away meanwhile: everything older is gone too.
-            return (float("-inf"), 0)
-        return float(row[0]), row_id
 
     def page(self, query: AuditQuery, limit: int, before: str | None = None) -> AuditPage:
-        source, alias = self._from(query)
-        clauses, params = self._where(query, alias)
+        cursor = None if before is None else self._row_id(before)
         with self._lock:
-            cursor = self._cursor(before)
-            if cursor is not None:
-                # time <= t narrows by the index; the OR breaks ties between equal times.
-                clauses.append(f"{alias}.time <= ? AND ({alias}.time < ? OR {alias}.id < ?)")
-                params.extend([cursor[0], cursor[0], cursor[1]])
-            sql = f"SELECT a.id, a.record FROM {source}"
-            if clauses:
-                sql += " WHERE " + " AND ".join(clauses)
-            sql += f" ORDER BY {alias}.time DESC, {alias}.id DESC LIMIT ?"
-            rows = self._db.execute(sql, [*params, limit + 1]).fetchall()
+            rows = self._select(query, "a.id, a.record", True, limit + 1, before=cursor)
         records = [AuditRecord.from_json(text, str(row_id)) for row_id, text in rows[:limit]]
         more = len(rows) > limit
         return AuditPage(records, records[-1].id if more and records else None)
@@ -441,83 +482,127 @@ class SqliteAuditStore:
         return record if query.matches(record) else None
 
     def iterate(self, query: AuditQuery) -> Iterator[AuditRecord]:
-        source, alias = self._from(query)
-        base, base_params = self._where(query, alias)
-        after: tuple[float, int] | None = None
+        after: int | None = None
         while True:
-            clauses, params = list(base), list(base_params)
-            if after is not None:
-                clauses.append(f"{alias}.time >= ? AND ({alias}.time > ? OR {alias}.id > ?)")
-                params.extend([after[0], after[0], after[1]])
-            sql = f"SELECT a.id, a.time, a.record FROM {source}"
-            if clauses:
-                sql += " WHERE " + " AND ".join(clauses)
-            sql += f" ORDER BY {alias}.time, {alias}.id LIMIT ?"
             with self._lock:
-                rows = self._db.execute(sql, [*params, _PAGE]).fetchall()
-            for row_id, _, text in rows:
+                rows = self._select(query, "a.id, a.record", False, _PAGE, after=after)
+            for row_id, text in rows:
                 yield AuditRecord.from_json(text, str(row_id))
             if len(rows) < _PAGE:
                 return
-            after = (float(rows[-1][1]), int(rows[-1][0]))
+            after = int(rows[-1][0])
 
     def time_bounds(self, query: AuditQuery) -> tuple[float, float] | None:
+        # The first and the last match in id order: one index seek each.
         bounds = AuditQuery(verdict=query.verdict, since=query.since, until=query.until,
                             api_key_name=query.api_key_name)
-        clauses, params = self._where(bounds, "a")
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         with self._lock:
-            # Two single-row lookups, each answered from the end of an index.
-            low = self._db.execute(f"SELECT MIN(a.time) FROM audit a{where}", params).fetchone()
-            high = self._db.execute(f"SELECT MAX(a.time) FROM audit a{where}", params).fetchone()
-        if low[0] is None:
+            first = self._select(bounds, "a.time", False, 1)
+            last = self._select(bounds, "a.time", True, 1)
+        if not first or not last:
             return None
-        return float(low[0]), float(high[0])
+        return float(first[0][0]), float(last[0][0])
 
     def counts(self, query: AuditQuery, start: float, width: float,
                buckets: int) -> AuditCounts:
         stop = start + width * buckets
-        ranged = AuditQuery(verdict=query.verdict, since=query.since, until=query.until,
-                            rule=query.rule, text=query.text, api_key_name=query.api_key_name)
-        by_minute = (query.rule is None and not query.words
-                     and all(value % MINUTE_S == 0 for value in (start, width))
-                     and all(bound is None or bound % MINUTE_S == 0
-                             for bound in (query.since, query.until)))
-        if by_minute:
-            # Whole-minute buckets and bounds: the per-minute counts answer exactly.
-            sql = ("SELECT (minute * ? - ?) / ?, verdict, SUM(n) FROM audit_minute "
-                   "WHERE minute >= ? AND minute < ?")
-            params: list[Any] = [MINUTE_S, start, width, int(start // MINUTE_S),
-                                 int(stop // MINUTE_S)]
-            if query.verdict is not None:
-                sql += " AND verdict = ?"
-                params.append(query.verdict.value)
-            if query.api_key_name is not None:
-                sql += " AND key_name = ?"
-                params.append(query.api_key_name)
-            if query.since is not None:
-                sql += " AND minute >= ?"
-                params.append(int(query.since // MINUTE_S))
-            if query.until is not None:
-                sql += " AND minute < ?"
-                params.append(int(query.until // MINUTE_S))
-            sql += " GROUP BY 1, 2"
-        else:
-            source, alias = self._from(ranged)
-            clauses, params = self._where(ranged, alias)
-            clauses.append(f"{alias}.time >= ? AND {alias}.time < ?")
-            params.extend([start, stop])
-            sql = (f"SELECT CAST(({alias}.time - ?) / ? AS INTEGER), a.verdict, COUNT(*) "
-                   f"FROM {source} WHERE " + " AND ".join(clauses) + " GROUP BY 1, 2")
-            params = [start, width, *params]
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
         result: list[Counter[str]] = [Counter() for _ in range(buckets)]
+        rollup = next((
+            (table, seconds) for table, seconds in ROLLUPS
+            if all(value % seconds == 0 for value in (start, width))
+            and all(bound is None or bound % seconds == 0
+                    for bound in (query.since, query.until))), None)
+        truncated = False
+        with self._lock:
+            if query.rule is None and not query.words and rollup:
+                rows = self._rollup_counts(query, start, stop, width, *rollup)
+                # Slots hold [t, t + slot); `since` is exclusive and `until` inclusive.
+                for bound, sign in ((query.since, -1), (query.until, +1)):
+                    if bound is not None and start <= bound < stop:
+                        rows += [(int((bound - start) // width), verdict, sign * n)
+                                 for verdict, n in self._at_time(query, bound)]
+            elif query.rule is None and not query.words:
+                rows = self._row_counts(query, start, stop, width)
+            elif not query.words and query.api_key_name is None:
+                rows = self._rule_counts(query, start, stop, width)
+            else:
+                # A text search: read the matches' times, newest first, bounded.
+                floor = start - 1e-6  # since is exclusive; the first bucket starts at start
+                ranged = AuditQuery(
+                    verdict=query.verdict, rule=query.rule, text=query.text,
+                    api_key_name=query.api_key_name,
+                    since=floor if query.since is None else max(query.since, floor),
+                    until=stop if query.until is None else min(query.until, stop))
+                times = self._select(ranged, "a.time, a.verdict", True, CHART_SCAN_LIMIT + 1)
+                truncated = len(times) > CHART_SCAN_LIMIT
+                counted = Counter((int((t - start) // width), v)
+                                  for t, v in times[:CHART_SCAN_LIMIT] if start <= t < stop)
+                rows = [(bucket, verdict, n) for (bucket, verdict), n in counted.items()]
         for bucket, verdict, n in rows:
             index = int(bucket)
             if 0 <= index < buckets:
                 result[index][verdict] += int(n)
-        return AuditCounts(start, width, result)
+        return AuditCounts(start, width, result, truncated)
+
+    def _rollup_counts(self, query: AuditQuery, start: float, stop: float, width: float,
+                       table: str, seconds: int) -> list[Any]:
+        """Buckets and bounds of whole slots: the rollup answers exactly."""
+        sql = (f"SELECT CAST((slot * ? - ?) / ? AS INTEGER), verdict, SUM(n) FROM {table} "
+               "WHERE slot >= ? AND slot < ?")
+        params: list[Any] = [seconds, start, width, int(start // seconds),
+                             int(stop // seconds)]
+        for clause, value in (("verdict = ?", query.verdict and query.verdict.value),
+                              ("key_name = ?", query.api_key_name),
+                              ("slot >= ?", None if query.since is None
+                               else int(query.since // seconds)),
+                              ("slot < ?", None if query.until is None
+                               else int(query.until // seconds))):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        return self._db.execute(sql + " GROUP BY 1, 2", params).fetchall()
+
+    def _at_time(self, query: AuditQuery, stamp: float) -> list[Any]:
+        sql = "SELECT verdict, COUNT(*) FROM audit WHERE time = ?"
+        params: list[Any] = [stamp]
+        for clause, value in (("verdict = ?", query.verdict and query.verdict.value),
+                              ("key_name = ?", query.api_key_name)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        return self._db.execute(sql + " GROUP BY 1", params).fetchall()
+
+    def _rule_counts(self, query: AuditQuery, start: float, stop: float,
+                     width: float) -> list[Any]:
+        """A rule's matches, counted from the rule table alone (it keeps time and verdict)."""
+        sql = ("SELECT CAST((time - ?) / ? AS INTEGER), verdict, COUNT(*) FROM audit_rule "
+               "WHERE rule = ? AND time >= ? AND time < ?")
+        params: list[Any] = [start, width, query.rule, start, stop]
+        ids = self._id_range(query.since, query.until)
+        if ids is None:
+            return []
+        sql += " AND id BETWEEN ? AND ?"
+        params.extend(ids)
+        for clause, value in (("verdict = ?", query.verdict and query.verdict.value),
+                              ("time > ?", query.since), ("time <= ?", query.until)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        return self._db.execute(sql + " GROUP BY 1, 2", params).fetchall()
+
+    def _row_counts(self, query: AuditQuery, start: float, stop: float,
+                    width: float) -> list[Any]:
+        """Short buckets: count the rows in range from the (time, verdict) index."""
+        sql = ("SELECT CAST((time - ?) / ? AS INTEGER), verdict, COUNT(*) FROM audit "
+               "WHERE time >= ? AND time < ?")
+        params: list[Any] = [start, width, start, stop]
+        for clause, value in (("verdict = ?", query.verdict and query.verdict.value),
+                              ("key_name = ?", query.api_key_name), ("time > ?", query.since),
+                              ("time <= ?", query.until)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        return self._db.execute(sql + " GROUP BY 1, 2", params).fetchall()
 
     def rules(self) -> list[str]:
         # One index seek per distinct rule instead of a scan of every rule row.

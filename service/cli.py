@@ -138,7 +138,8 @@ def _check(args: argparse.Namespace) -> int:
                         else row.model_dump(mode="json")
                     counts[result["verdict"]] += 1
                     if not args.summary:
-                        out.write(json.dumps(result, ensure_ascii=True) + "\n")
+                        out.write(json.dumps(result, ensure_ascii=True,
+                                             separators=(",", ":")) + "\n")
                 bar.update(len(chunk))
             if args.summary:
                 out.write(json.dumps({"triples": len(rows), "verdicts": dict(sorted(
@@ -159,6 +160,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.audit:
+        from azr_verify.service.api.audit_bench import run_audit_bench
+
+        print(run_audit_bench(records=args.records, rounds=args.rounds))
+        return 0
     if args.http:
         from azr_verify.service.api.bench import run_http_bench
 
@@ -254,7 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--http", action="store_true",
                        help="measure HTTP /v1/check (embedded and distributed) against the "
                             "engine instead of the engine against the naive baseline")
-    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds (--http)")
+    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds (--http); "
+                       "requests per view (--audit)")
+    bench.add_argument("--audit", action="store_true",
+                       help="time the audit console and /v1/audit on a large audit log "
+                            "against full-scan baselines")
+    bench.add_argument("--records", type=int, default=1_000_000,
+                       help="audit records to fill the log with (--audit)")
     sandbox_flags(bench)
     bench.set_defaults(handler=_bench)
 

@@ -41,3 +41,5 @@ def configure_logging(verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # httpx logs every request it sends at INFO: noise in `check --url` and the benchmarks.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)

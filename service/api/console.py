@@ -114,8 +114,10 @@ class ConsoleForm:
         until: float | None = None
         span = RANGES[self.range]
         if span is not None:
-            # Whole minutes, so the chart is answered from per-minute counts.
-            since = math.floor((now - span) / 60) * 60
+            # Whole minutes (hours for long spans), so the chart is answered from the
+            # audit log's per-minute (per-hour) counts.
+            unit = 3600 if span >= 6 * 3600 else 60
+            since = math.floor((now - span) / unit) * unit
         if self.start:
             since = self._time(self.start, "from")
         if self.end:

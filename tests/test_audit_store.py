@@ -1,0 +1,192 @@
+"""The SQLite audit store: every filter answered from its indexes, paging, counts, trimming,
+and the upgrade of a schema-1 log in place (a real SQLite file, no service needed)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from azr_verify.service.audit import (
+    SCHEMA_VERSION,
+    AuditQuery,
+    AuditRecord,
+    SqliteAuditStore,
+    csv_lines,
+    jsonl_lines,
+)
+from azr_verify.service.errors import InvalidQueryError
+from azr_verify.service.models import Verdict, Violation
+
+T0 = 1_700_000_040.0  # a whole minute
+
+
+def record(k: int, verdict: Verdict, key: str | None = "trainer", program: str | None = None,
+           rules: tuple[str, ...] = (), error: str | None = None) -> AuditRecord:
+    return AuditRecord(
+        time=T0 + k, program_hash=f"h{k}", program=program or f"def f(x):\n    return x + {k}",
+        input=str(k), entry="f", policy="azr", verdict=verdict,
+        violations=[Violation(rule=rule, name=f"n{k}", line=1) for rule in rules],
+        error=error, api_key_name=key, item_id=k)
+
+
+def mixed() -> list[AuditRecord]:
+    records = []
+    for k in range(300):
+        if k % 3 == 0:
+            records.append(record(k, Verdict.UNSAFE, rules=("import_denied",) if k % 2 else
+                                  ("builtin", "dunder_attribute")))
+        elif k % 3 == 1:
+            records.append(record(k, Verdict.RUNTIME_ERROR, key="evaluator",
+                                  error=f"ZeroDivisionError in step{k}"))
+        else:
+            records.append(record(k, Verdict.TIMEOUT))
+    return records
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteAuditStore:
+    opened = SqliteAuditStore(tmp_path / "audit.sqlite3", retention=1_000_000)
+    opened.record(mixed())
+    return opened
+
+
+def all_pages(store: SqliteAuditStore, query: AuditQuery, size: int) -> list[AuditRecord]:
+    found: list[AuditRecord] = []
+    before = None
+    while True:
+        page = store.page(query, size, before)
+        found += page.records
+        if page.next_before is None:
+            return found
+        before = page.next_before
+
+
+@pytest.mark.parametrize("query", [
+    AuditQuery(),
+    AuditQuery(verdict=Verdict.UNSAFE),
+    AuditQuery(since=T0 + 100, until=T0 + 200),
+    AuditQuery(rule="import_denied"),
+    AuditQuery(rule="dunder_attribute", since=T0 + 50),
+    AuditQuery(text="zerodivision"),
+    AuditQuery(text="ZeroDivisionError in step2"),  # the last word is a prefix: 2, 20..., 200...
+    AuditQuery(api_key_name="evaluator", verdict=Verdict.RUNTIME_ERROR, until=T0 + 150),
+    AuditQuery(verdict=Verdict.TIMEOUT, rule="import_denied"),
+], ids=str)
+def test_every_filter_pages_through_exactly_the_matching_records(store: SqliteAuditStore,
+                                                                 query: AuditQuery) -> None:
+    expected = sorted((r for r in mixed() if query.matches(r)), key=lambda r: -r.time)
+    assert [r.item_id for r in all_pages(store, query, 7)] == [r.item_id for r in expected]
+    assert [r.item_id for r in store.iterate(query)] == [r.item_id for r in
+                                                         reversed(expected)]
+    if query.text == "ZeroDivisionError in step2":
+        assert expected and all((r.error or "").split()[-1].startswith("step2")
+                                for r in expected)
+
+
+def test_get_respects_the_scope(store: SqliteAuditStore) -> None:
+    newest = store.page(AuditQuery(), 1).records[0]
+    assert newest.id is not None and newest.api_key_name == "trainer"
+    assert store.get(newest.id, AuditQuery()) == newest
+    assert store.get(newest.id, AuditQuery(api_key_name="evaluator")) is None
+    assert store.get("999999", AuditQuery()) is None
+    assert store.get("not-an-id", AuditQuery()) is None
+
+
+def test_counts_from_minutes_and_from_rows_agree(store: SqliteAuditStore) -> None:
+    def expected(query: AuditQuery, width: float) -> list[Counter[str]]:
+        buckets: list[Counter[str]] = [Counter() for _ in range(5)]
+        for r in mixed():
+            if query.matches(r) and T0 <= r.time < T0 + 5 * width:
+                buckets[int((r.time - T0) // width)][r.verdict.value] += 1
+        return buckets
+
+    for query in (AuditQuery(), AuditQuery(verdict=Verdict.TIMEOUT),
+                  AuditQuery(api_key_name="evaluator"), AuditQuery(rule="builtin"),
+                  AuditQuery(rule="builtin", api_key_name="trainer"),
+                  AuditQuery(text="zerodivisionerror"), AuditQuery(since=T0 + 120),
+                  AuditQuery(since=T0 + 60, until=T0 + 240, verdict=Verdict.UNSAFE)):
+        for width in (60.0, 30.0):  # per-minute counts (when nothing else applies), rows
+            assert store.counts(query, T0, width, 5).buckets == expected(query, width)
+
+
+def test_counts_from_hours(tmp_path: Path) -> None:
+    hour = 1_699_999_200.0  # a whole hour
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3", retention=1_000)
+    store.record([AuditRecord(time=hour + 37 * k, program_hash="h", program="p", input="1",
+                              entry="f", policy="azr", verdict=Verdict.TIMEOUT if k % 4 else
+                              Verdict.UNSAFE) for k in range(400)])
+    counts = store.counts(AuditQuery(), hour, 3600.0, 5).buckets
+    expected = [Counter[str]() for _ in range(5)]
+    for k in range(400):
+        expected[int(37 * k // 3600)]["timeout" if k % 4 else "unsafe"] += 1
+    assert counts == expected
+
+
+def test_time_bounds_and_rules(store: SqliteAuditStore) -> None:
+    assert store.time_bounds(AuditQuery()) == (T0, T0 + 299)
+    assert store.time_bounds(AuditQuery(verdict=Verdict.TIMEOUT)) == (T0 + 2, T0 + 299)
+    assert store.time_bounds(AuditQuery(since=T0 + 1000)) is None
+    assert store.rules() == ["builtin", "dunder_attribute", "import_denied"]
+
+
+def test_a_bad_cursor_or_search_is_a_query_error(store: SqliteAuditStore) -> None:
+    with pytest.raises(InvalidQueryError):
+        store.page(AuditQuery(), 5, before="1700000000000-0")
+    with pytest.raises(InvalidQueryError):
+        AuditQuery(text="**")
+
+
+def test_trimming_keeps_every_index_consistent(tmp_path: Path) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3", retention=500)
+    # Trimming runs once per 1000 inserts: after 2000, the newest 500 are left.
+    for start in range(0, 2000, 100):
+        store.record([record(k, Verdict.UNSAFE, rules=("import_denied",),
+                             program=f"import os  # marker{k}") for k in range(start, start + 100)])
+    kept = all_pages(store, AuditQuery(), 1000)
+    assert sorted(r.item_id for r in kept) == list(range(1500, 2000))  # type: ignore[type-var]
+    assert len(all_pages(store, AuditQuery(rule="import_denied"), 1000)) == 500
+    assert store.page(AuditQuery(text="marker1499"), 5).records == []
+    assert [r.item_id for r in store.page(AuditQuery(text="marker1500"), 5).records] == [1500]
+    counts = store.counts(AuditQuery(), T0 - 60, 60.0, 40)
+    assert sum(sum(b.values()) for b in counts.buckets) == 500
+
+
+def test_lone_surrogates_are_stored_searched_and_exported(tmp_path: Path) -> None:
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3", retention=100)
+    store.record([record(1, Verdict.UNSAFE, program="def f(x):\n    return '\ud800' # odd")])
+    (found,) = store.page(AuditQuery(text="odd"), 5).records
+    assert found.program.endswith("'\ud800' # odd")
+    assert "\\ud800" in next(iter(jsonl_lines([found])))
+    assert "\\ud800" in list(csv_lines([found]))[1]
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas() -> None:
+    evil = record(1, Verdict.UNSAFE, program="=HYPERLINK(\"http://x\")", error="+1")
+    row = list(csv_lines([evil]))[1]
+    assert "'=HYPERLINK" in row and ",'+1," in row
+
+
+def test_a_schema_1_log_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY, time REAL NOT NULL, "
+               "verdict TEXT NOT NULL, record TEXT NOT NULL)")
+    db.executemany("INSERT INTO audit (time, verdict, record) VALUES (?, ?, ?)",
+                   [(r.time, r.verdict.value, r.to_json()) for r in mixed()])
+    db.commit()
+    db.close()
+    store = SqliteAuditStore(path, retention=1_000_000)
+    assert len(all_pages(store, AuditQuery(rule="import_denied"), 100)) == 50
+    assert len(all_pages(store, AuditQuery(api_key_name="evaluator"), 100)) == 100
+    assert {r.item_id for r in store.page(AuditQuery(text="step7"), 10).records} == {
+        7, 70, 73, 76, 79}
+    assert sum(sum(b.values()) for b in store.counts(AuditQuery(), T0, 60.0, 5).buckets) == 300
+    store.close()
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION
+    # Opening it again changes nothing.
+    again = SqliteAuditStore(path, retention=1_000_000)
+    assert len(all_pages(again, AuditQuery(rule="import_denied"), 100)) == 50
