@@ -245,12 +245,19 @@ def _summary(record: AuditRecord) -> str:
     return record.error_type or record.error or ""
 
 
-def _excerpt(text: str, limit: int = 90) -> str:
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            line = line.strip()
-            return line if len(line) <= limit else line[:limit - 1] + "\u2026"
-    return ""
+def _excerpt(record: AuditRecord, limit: int = 90) -> str:
+    """The line that says most: the first violation's, else the first line of code that is
+    not a signature or a comment."""
+    lines = record.program.split("\n")
+    chosen = None
+    if record.violations and 0 < record.violations[0].line <= len(lines):
+        chosen = lines[record.violations[0].line - 1]
+    else:
+        code = [line for line in lines
+                if line.strip() and not line.lstrip().startswith(("#", "def ", "@"))]
+        chosen = code[0] if code else next((line for line in lines if line.strip()), "")
+    text = chosen.strip()
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 
 @dataclass(frozen=True)
@@ -346,7 +353,7 @@ def install_console(app: FastAPI) -> None:
             before = None
         chart = await read_chart(request, query, now)
         rows = [{"id": r.id, "time": utc_text(r.time), "verdict": r.verdict.value,
-                 "summary": _summary(r), "excerpt": _excerpt(r.program),
+                 "summary": _summary(r), "excerpt": _excerpt(r),
                  "key": r.api_key_name or "", "item_id": "" if r.item_id is None
                  else str(r.item_id), "link": form.link(f"/console/items/{r.id}")}
                 for r in page.records]
