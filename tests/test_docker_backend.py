@@ -45,12 +45,12 @@ from azr_verify.service.sandbox.docker_backend import (
     owner_process_label,
     runner_sha256,
 )
-from azr_verify.service.sandbox.pool import ZygotePool
+from azr_verify.service.sandbox.pool import ZygotePool, draw_secrets
 from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
 
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase
 from .servers import require
-from .test_engine_verdicts import EQUALITY_CASES, VERDICT_CASES
+from .test_engine_verdicts import EQUALITY_CASES, VERDICT_CASES, case_limits
 from .test_hostile import assert_contained, hostile_items
 
 REQUIRE_FLAG = "AZR_VERIFY_REQUIRE_DOCKER"
@@ -186,8 +186,8 @@ def test_hostile_verdicts_match_the_process_backend(
 
 def _suite_items() -> list[CheckItem]:
     items = [CheckItem(id=f"verdict-{name}", program=program, input=input_text, output=output,
-                       timeout_s=1.0)
-             for name, program, input_text, output, _verdict, _shown in VERDICT_CASES]
+                       **case_limits(verdict))
+             for name, program, input_text, output, verdict, _shown in VERDICT_CASES]
     items += [CheckItem(id=f"equality-{name}", program=f"def f(a):\n    {body}\n", input="0",
                         output=output)
               for name, body, output, _verdict in EQUALITY_CASES]
@@ -235,9 +235,13 @@ def test_pool_container_has_every_hardening_setting(docker_pool: ZygotePool) -> 
         assert host["NanoCpus"] == int(settings.docker_cpus * 1e9)
     assert host["IpcMode"] == "none"
     assert not host.get("Init")
-    # No writable mounts: no volumes, binds or tmpfs; the root filesystem is read-only.
-    assert details["Mounts"] == []
-    assert not host.get("Binds") and not host.get("Tmpfs") and not config.get("Volumes")
+    # No writable mounts: no volumes or tmpfs, the root filesystem is read-only, and the only
+    # binds put /dev/null (read-only) over the random devices.
+    assert sorted(host.get("Binds") or []) == ["/dev/null:/dev/random:ro",
+                                               "/dev/null:/dev/urandom:ro"]
+    assert {(m["Source"], m["Destination"], m["RW"]) for m in details["Mounts"]} == {
+        ("/dev/null", "/dev/random", False), ("/dev/null", "/dev/urandom", False)}
+    assert not host.get("Tmpfs") and not config.get("Volumes")
     assert host["LogConfig"]["Type"] == "none"
     assert host["AutoRemove"] is True
     assert config["Labels"][LABEL_SANDBOX] == "1"
@@ -246,7 +250,10 @@ def test_pool_container_has_every_hardening_setting(docker_pool: ZygotePool) -> 
     assert [details["Path"], *details["Args"]] == list(RUNNER_COMMAND)
     assert config["OpenStdin"] is True and config["StdinOnce"] is True and config["Tty"] is False
     env = dict(entry.split("=", 1) for entry in config["Env"])
-    assert env.pop("PYTHONHASHSEED") in {"1", "2"}
+    group = next(group for group, drawn in enumerate(docker_pool.secrets)
+                 if env["PYTHONHASHSEED"] == str(drawn.hash_seed))
+    assert env.pop("AZR_LAYOUT") == docker_pool.secrets[group].layout
+    env.pop("PYTHONHASHSEED")
     assert set(env) <= {"PATH", "HOSTNAME", "HOME"}
 
     # The kernel's view of the runner process itself.
@@ -298,7 +305,8 @@ def test_seccomp_profile_alone_denies_what_docker_default_allows(docker_ready: N
 
 
 @pytest.mark.docker
-def test_hash_seed_is_fixed_per_group_across_restarts(docker_pool: ZygotePool) -> None:
+def test_hash_seed_is_kept_per_group_across_container_restarts(docker_pool: ZygotePool) -> None:
+    """Seeds are drawn per pool start; a replaced container serves its group with the same one."""
     program = "def f(x):\n    return hash('azr-verify')\n"
     first = [docker_pool.submit(request(program), group).result() for group in (0, 1)]
     assert all(outcome.kind is OutcomeKind.VALUE for outcome in first), first
@@ -375,8 +383,10 @@ _CRASHING_SERVICE = textwrap.dedent("""
     import os, secrets, docker
     from azr_verify.service.config import Settings
     from azr_verify.service.sandbox.docker_backend import DockerLauncher
+    from azr_verify.service.sandbox.pool import draw_secrets
     launcher = DockerLauncher(Settings(sandbox="docker"))
-    container_id = launcher.create_container(1, "azr-sbx-orphan-" + secrets.token_hex(4))
+    container_id = launcher.create_container(draw_secrets(1)[0],
+                                             "azr-sbx-orphan-" + secrets.token_hex(4))
     docker.from_env().api.start(container_id)  # running, never attached: nothing ends it
     print(container_id, flush=True)
     os.kill(os.getpid(), 9)
@@ -403,7 +413,8 @@ def test_restart_with_the_same_instance_id_removes_its_old_containers(docker_rea
         -> None:
     instance = f"azr-test-{os.getpid()}-{time.monotonic_ns()}"
     first = DockerLauncher(docker_settings(), instance_id=instance)
-    leftover = first.create_container(1, f"azr-sbx-leftover-{time.monotonic_ns()}")
+    leftover = first.create_container(draw_secrets(1)[0],
+                                      f"azr-sbx-leftover-{time.monotonic_ns()}")
     sdk().start(leftover)
     try:
         # Another live service (this process, another id) must leave it alone...

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -32,8 +33,8 @@ VERDICT_CASES = [
     ("runtime_error", "def f(a):\n    return 1 / a\n", "0", None, Verdict.RUNTIME_ERROR, None),
     ("timeout", "def f(a):\n    while True:\n        a += 1\n", "0", None, Verdict.TIMEOUT,
      None),
-    ("memory_limit", "def f(a):\n    return len('x' * 10**10)\n", "0", None,
-     Verdict.MEMORY_LIMIT, None),
+    ("memory_limit", "def f(a):\n    kept = []\n    while True:\n"
+     "        kept.append(bytearray(2**20))\n", "0", None, Verdict.MEMORY_LIMIT, None),
     ("output_limit", "def f(a):\n    return list(range(10**5))\n", "0", None,
      Verdict.OUTPUT_LIMIT, None),
     ("nondeterministic", "def f(a):\n    return list(set('abcdefghijklmnop'))\n", "0", None,
@@ -49,11 +50,17 @@ VERDICT_CASES = [
 ]
 
 
+def case_limits(verdict: Verdict) -> dict[str, Any]:
+    """Per-item limits of a verdict case: short, and a small memory limit for the memory case
+    (filling it is what proves the limit was reached)."""
+    return {"timeout_s": 1.0, **({"memory_mb": 64} if verdict is Verdict.MEMORY_LIMIT else {})}
+
+
 @pytest.mark.parametrize(("name", "program", "input_text", "output", "verdict", "shown"),
                          VERDICT_CASES, ids=[case[0] for case in VERDICT_CASES])
 def test_each_verdict(engine: Engine, name: str, program: str, input_text: str,
                       output: str | None, verdict: Verdict, shown: str | None) -> None:
-    result = check_one(engine, program, input_text, output, timeout_s=1.0)
+    result = check_one(engine, program, input_text, output, **case_limits(verdict))
     assert result.verdict is verdict, result
     if shown is not None:
         assert result.output == shown
@@ -284,15 +291,19 @@ def test_repeatedly_dying_zygote_gives_sandbox_error(engine: Engine) -> None:
     assert recovered.verdict is Verdict.ACCEPTED
 
 
-def test_hash_seeds_are_fixed_so_verdicts_reproduce(engine: Engine) -> None:
-    """The same triple lands on the same seed group with the same seed after a restart."""
-    item = CheckItem(program="def f(a):\n    return hash(a)\n", input="'azr-verify'",
+def test_hash_seeds_are_secret_and_fresh_per_pool_start(engine: Engine) -> None:
+    """Seeds are drawn at every pool start: the same hash differs between two pools, and no
+    group uses a small, guessable seed."""
+    program = "def f(a):\n    return hash(a)\n"
+    item = CheckItem(program=program + f"# {uuid.uuid4()}\n", input="'azr-verify'",
                      determinism_runs=1)
     first = engine.check([item])[0]
-    assert first.verdict is Verdict.ACCEPTED
     with Engine.start(engine.settings.model_copy(update={"workers": 1})) as fresh:
+        seeds = {secrets.hash_seed for secrets in fresh.pool.secrets}
         again = fresh.check([item])[0]
-    assert again.output == first.output and not again.cached
+    assert first.verdict is again.verdict is Verdict.ACCEPTED and not again.cached
+    assert again.output != first.output
+    assert len(seeds) == fresh.pool.seed_groups and not seeds & set(range(0, 1000))
     # and two runs use two different seeds, so the hash differs between them
-    assert engine.check([item.model_copy(update={"determinism_runs": 2})])[0].verdict \
-        is Verdict.NONDETERMINISTIC
+    two_runs = item.model_copy(update={"determinism_runs": 2})
+    assert engine.check([two_runs])[0].verdict is Verdict.NONDETERMINISTIC
