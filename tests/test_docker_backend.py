@@ -28,7 +28,6 @@ import docker
 import pytest
 from docker.errors import NotFound
 
-from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.errors import SandboxUnavailableError, ZygoteDiedError
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName
@@ -49,31 +48,14 @@ from azr_verify.service.sandbox.pool import ZygotePool, draw_secrets
 from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
 
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase
-from .servers import require
+from .sandboxes import docker_settings
 from .test_engine_verdicts import EQUALITY_CASES, VERDICT_CASES, case_limits
 from .test_hostile import assert_contained, hostile_items
 
-REQUIRE_FLAG = "AZR_VERIFY_REQUIRE_DOCKER"
 SANDBOX_UID = 65534
 
 
 # -- helpers (what a conftest_docker.py would hold) ---------------------------------------------
-
-
-def docker_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"sandbox": BackendName.DOCKER, "workers": 2,
-                              "determinism_seeds": 3, "default_timeout_s": 5.0}
-    values.update(overrides)
-    return Settings(**values)
-
-
-def docker_problem() -> str | None:
-    """Why the docker backend cannot start here (daemon, image, runner label), or None."""
-    try:
-        DockerLauncher(docker_settings()).close()
-    except SandboxUnavailableError as exc:
-        return str(exc)
-    return None
 
 
 def sdk() -> docker.APIClient:
@@ -122,22 +104,6 @@ def request(program: str, args: str = "0", timeout_s: float = 5.0) -> ExecReques
 def proc_status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
-
-
-@pytest.fixture(scope="module")
-def docker_ready() -> None:
-    problem = docker_problem()
-    require(f"the docker backend ({problem})", problem is None, REQUIRE_FLAG)
-
-
-@pytest.fixture(scope="module")
-def docker_engine(docker_ready: None, tmp_path_factory: pytest.TempPathFactory) \
-        -> Iterator[Engine]:
-    started = Engine.start(docker_settings(data_dir=tmp_path_factory.mktemp("docker-data")))
-    try:
-        yield started
-    finally:
-        started.close()
 
 
 @pytest.fixture

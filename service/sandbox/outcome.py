@@ -123,11 +123,9 @@ def _text(data: bytes, max_chars: int) -> str | None:
 
 
 def _name(data: bytes) -> str | None:
-    """A class name: printable, no spaces, 1 to ERROR_TYPE_LIMIT characters."""
+    """A class name: a Python identifier of at most ERROR_TYPE_LIMIT characters."""
     text = _text(data, runner.ERROR_TYPE_LIMIT)
-    if not text or not text.isprintable() or any(char.isspace() for char in text):
-        return None
-    return text
+    return text if text and text.isidentifier() else None
 
 
 def _memory_exhausted(request: ExecRequest, observation: Observation) -> bool:

@@ -330,6 +330,10 @@ def make_child_main() -> ChildMain:
     _containers = (list, tuple, set, frozenset)
     _end = object()
     literal, not_literal, too_big = 0, 1, 2
+    # Module constants become cells too: a program may wipe this module's globals.
+    max_depth, type_limit, text_limit = MAX_LITERAL_DEPTH, ERROR_TYPE_LIMIT, ERROR_TEXT_LIMIT
+    megabyte, exit_ok, exit_failed = MEGABYTE, CHILD_EXIT_OK, CHILD_EXIT_FAILED
+    max_fd = MAX_OPEN_FILES * 32
     rlimit_cpu, rlimit_as = resource.RLIMIT_CPU, resource.RLIMIT_AS
     fixed_limits = ((resource.RLIMIT_FSIZE, (0, 0)), (resource.RLIMIT_CORE, (0, 0)),
                     (resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES)),
@@ -372,7 +376,7 @@ def make_child_main() -> ChildMain:
             kind = _type(current)
             if is_container(kind):
                 key = _id(current)
-                if key in on_path or _len(path) >= MAX_LITERAL_DEPTH:
+                if key in on_path or _len(path) >= max_depth:
                     return not_literal
                 on_path.add(key)
                 members = _chain(current.items()) if kind is dict else current
@@ -406,7 +410,7 @@ def make_child_main() -> ChildMain:
         """Runs the request; returns the report and the cap on its bytes."""
         cpu_s, memory_mb, output_limit, cap, entry_len, args_len, program_len = _unpack(request)
         _setrlimit(rlimit_cpu, (cpu_s, cpu_s + 1))
-        _setrlimit(rlimit_as, (memory_mb * MEGABYTE, memory_mb * MEGABYTE))
+        _setrlimit(rlimit_as, (memory_mb * megabyte, memory_mb * megabyte))
         start = _header_size
         entry = request[start:start + entry_len].decode("utf-8", "surrogatepass")
         start += entry_len
@@ -435,23 +439,23 @@ def make_child_main() -> ChildMain:
             return b"V" + _repr(value).encode("utf-8"), cap
         except BaseException as error:  # what the program raised is data, whatever it is
             _gc_disable()
-            name = _type_name(_type(error))[:ERROR_TYPE_LIMIT]
+            name = _type_name(_type(error))[:type_limit]
             try:
-                text = exception_text(error)[:ERROR_TEXT_LIMIT]
+                text = exception_text(error)[:text_limit]
             except BaseException:  # an unprintable exception is still reported
                 text = ""
             return (b"E" + name.encode("utf-8", "backslashreplace") + b"\0"
                     + text.encode("utf-8", "backslashreplace")), cap
 
     def child_main(request_fd: int, report_fd: int, devnull_fd: int) -> NoReturn:
-        status = CHILD_EXIT_FAILED
+        status = exit_failed
         try:
             for fd in (0, 1, 2):
                 _dup2(devnull_fd, fd)
             low, high = sorted((request_fd, report_fd))
             _closerange(3, low)
             _closerange(low + 1, high)
-            _closerange(high + 1, MAX_OPEN_FILES * 32)
+            _closerange(high + 1, max_fd)
             for limit, values in fixed_limits:
                 _setrlimit(limit, values)
             _signal(signal.SIGINT, _default_int_handler)  # as in a fresh interpreter
@@ -459,22 +463,22 @@ def make_child_main() -> ChildMain:
             sys.stdin = None
             chunks = []
             while True:
-                chunk = _read(request_fd, MEGABYTE)
+                chunk = _read(request_fd, megabyte)
                 if not chunk:
                     break
                 chunks.append(chunk)
             _close(request_fd)
             request = _bytes().join(chunks)
             del chunks
-            if _len(request) < _header_size:
-                _exit(CHILD_EXIT_FAILED)  # the host or zygote is gone: nothing to run
-            data, cap = outcome(request)
-            del request
-            report(report_fd, data, cap)
-            status = CHILD_EXIT_OK
-        except BaseException:  # a child must end in _exit, never unwind
-            status = CHILD_EXIT_FAILED
-        _exit(status)
+            if _len(request) >= _header_size:  # else the zygote is gone: nothing to run
+                data, cap = outcome(request)
+                del request
+                report(report_fd, data, cap)
+                status = exit_ok
+        except BaseException:  # a child must end in _exit, never unwind into the zygote
+            status = exit_failed
+        finally:
+            _exit(status)
 
     return child_main
 
@@ -547,7 +551,7 @@ class Zygote:
         report_read, report_write = os.pipe()
         pid = os.fork()
         if pid == 0:
-            self.child_main(request_read, report_write, self.devnull_fd)
+            self.child_main(request_read, report_write, self.devnull_fd)  # never returns
         os.close(request_read)
         os.close(report_write)
         pidfd = os.pidfd_open(pid) if self.has_pidfd else None
