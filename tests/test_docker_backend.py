@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,11 +43,11 @@ from azr_verify.service.sandbox.docker_backend import (
     owner_process_label,
     runner_sha256,
 )
-from azr_verify.service.sandbox.pool import ZygotePool, draw_secrets
+from azr_verify.service.sandbox.pool import ZygotePool, ZygoteState, draw_secrets
 from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
 
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase
-from .sandboxes import docker_settings
+from .sandboxes import docker_settings, fresh
 from .test_engine_verdicts import EQUALITY_CASES, VERDICT_CASES, case_limits
 from .test_hostile import assert_contained, hostile_items
 
@@ -151,11 +150,11 @@ def test_hostile_verdicts_match_the_process_backend(
 
 
 def _suite_items() -> list[CheckItem]:
-    items = [CheckItem(id=f"verdict-{name}", program=program, input=input_text, output=output,
-                       **case_limits(verdict))
+    items = [CheckItem(id=f"verdict-{name}", program=fresh(program), input=input_text,
+                       output=output, **case_limits(verdict))
              for name, program, input_text, output, verdict, _shown in VERDICT_CASES]
-    items += [CheckItem(id=f"equality-{name}", program=f"def f(a):\n    {body}\n", input="0",
-                        output=output)
+    items += [CheckItem(id=f"equality-{name}", program=fresh(f"def f(a):\n    {body}\n"),
+                        input="0", output=output)
               for name, body, output, _verdict in EQUALITY_CASES]
     return items
 
@@ -294,11 +293,11 @@ def test_docker_kill_mid_batch_every_item_answered_and_pool_refills(
     restarts = docker_pool.stats().restarts
     futures = [docker_pool.submit(request(program, str(i)), 0) for i in range(12)]
     futures += [docker_pool.submit(request(program, str(i)), 1) for i in range(12, 16)]
-    killer = threading.Timer(0.4, lambda: subprocess.run(
-        [shutil.which("docker") or "docker", "kill", victim], capture_output=True, check=False))
-    killer.start()
-    outcomes = [future.result(timeout=60) for future in futures]
-    killer.join()
+    # Kill once the victim holds work: its first item sleeps, so it is still busy then.
+    assert wait_until(lambda: docker_pool.workers[0].state is ZygoteState.BUSY, 120.0)
+    subprocess.run([shutil.which("docker") or "docker", "kill", victim], capture_output=True,
+                   check=False)
+    outcomes = [future.result(timeout=120) for future in futures]
     for i, outcome in enumerate(outcomes):
         assert outcome.kind in (OutcomeKind.VALUE, OutcomeKind.SANDBOX_ERROR), outcome
         if outcome.kind is OutcomeKind.VALUE:
