@@ -24,7 +24,7 @@ from azr_verify.service.errors import SandboxUnavailableError
 from azr_verify.service.sandbox.connection import SubprocessConnection
 from azr_verify.service.sandbox.protocol import ZygoteSecrets
 
-RUNNER_PATH = Path(__file__).with_name("runner.py")
+RUNNER_PATH = Path(__file__).resolve().with_name("runner.py")
 SANDBOX_RUNNER = "/azr/runner.py"
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"
