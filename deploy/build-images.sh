@@ -40,7 +40,7 @@ PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
 START=$(date +%s)
 
-log() { printf 'build-images.sh: %s\n' "$*" >&2; }
+log() { printf 'build-images.sh: [%3d s] %s\n' "$(( $(date +%s) - START ))" "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 # shellcheck source=deploy/rootfs.sh
