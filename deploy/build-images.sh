@@ -154,8 +154,8 @@ main() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
     local base=${AZR_SERVICE_BASE:-$BASE_TAG}
-    local build_hash
-    build_hash=$(inputs_hash "$base")
+    local build_hash  # the base's recipe too: an image FROM an older base is rebuilt
+    build_hash=$(inputs_hash "$base ${AZR_SERVICE_BASE:+pulled}${AZR_SERVICE_BASE:-$BASE_RECIPE}")
     if [ "${AZR_BUILD_FORCE:-0}" != 1 ] \
         && [ "$(label_of "$TAG" azr-verify.build-hash)" = "$build_hash" ]; then
         log "$TAG is up to date (build hash ${build_hash:0:12})"

@@ -13,7 +13,8 @@
 
 # Device nodes and links debootstrap itself creates in /dev (setup_devices_simple), which older
 # base images carry; anything else there came from the host.
-ROOTFS_DEBOOTSTRAP_DEV='console fd full null ptmx pts random shm stderr stdin stdout tty urandom zero'
+ROOTFS_DEBOOTSTRAP_DEV='console fd full null ptmx pts random shm stderr stdin stdout'
+ROOTFS_DEBOOTSTRAP_DEV+=' tty urandom zero'
 
 rootfs_mounts() {  # rootfs_mounts DIR: mount points at or below DIR, deepest first
     # /proc/self/mountinfo field 5 is the mount point, with blanks escaped as \040 etc.

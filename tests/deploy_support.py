@@ -13,7 +13,7 @@ DEPLOY = REPO / "deploy"
 SERVICE_IMAGE = os.environ.get("AZR_VERIFY_IMAGE", "azr-verify:latest")
 # What CI sets so that a missing docker-compose, dockerd or root fails these tests.
 REQUIRE_FLAG = "AZR_VERIFY_REQUIRE_DEPLOY"
-# Give-up for a cold build (debootstrap, a wheelhouse, docker build: 1-3 minutes measured); it
+# Give-up for a cold build (debootstrap, a wheelhouse, docker build: 1-5 minutes measured); it
 # only turns a hung build into a failure, it decides nothing about a working one.
 BUILD_GIVE_UP_S = 1800
 
