@@ -78,6 +78,8 @@ class PoolStats:
     restarts: int
     executions: int
     queued: int
+    child_cpu_ms: float  # CPU time of every child the zygotes reaped (kernel accounting)
+    child_minor_faults: int  # their minor page faults: the main cost of a forked child
 
 
 PROBE_FAILURES = {
@@ -210,26 +212,26 @@ class _Worker(threading.Thread):
         try:
             self.connection.send(encode_frame([job.request for job in batch]))
             for index, job in enumerate(batch):
-                job.future.set_result(self._receive(self.connection, index, job.request))
+                outcome, observation = self._receive(self.connection, index, job.request)
+                job.future.set_result(outcome)
+                self.pool.count_execution(observation)
                 answered += 1
         except (ZygoteDiedError, ValueError) as exc:
             log.warning("zygote %d failed mid-batch (%d of %d jobs unanswered): %s",
                         self.index, len(batch) - answered, len(batch), exc)
             self.stop_zygote()
             self.pool.count_restart()
-            self.pool.count_executions(answered)
             self._fail_or_retry(batch[answered:], f"sandbox failed: {exc}")
             return
         self._failures_in_a_row = 0
         self.state = ZygoteState.IDLE
         self.executions_since_start += len(batch)
-        self.pool.count_executions(len(batch))
         if self.executions_since_start >= self.pool.recycle_after:
             self.stop_zygote()
 
     @staticmethod
     def _receive(connection: ZygoteConnection, index: int,
-                 request: ExecRequest) -> ExecOutcome:
+                 request: ExecRequest) -> tuple[ExecOutcome, Observation]:
         """Reads one item's chunk records and its done record; ValueError or ZygoteDiedError
         when the zygote breaks the protocol (it, not the item, is then at fault)."""
         budget = request.timeout_s + ANSWER_GRACE_S
@@ -249,7 +251,7 @@ class _Worker(threading.Thread):
                 if observation.index != index:
                     raise ValueError(f"done record for item {observation.index}, "
                                      f"expected {index}")
-                return decode(request, observation, bytes(report))
+                return decode(request, observation, bytes(report)), observation
             else:
                 raise ValueError(f"unexpected record type {kind}")
 
@@ -294,6 +296,8 @@ class ZygotePool:
         self._lock = threading.Lock()
         self._restarts = 0
         self._executions = 0
+        self._child_cpu_us = 0
+        self._child_minor_faults = 0
         self._started = False
 
     def start(self) -> None:
@@ -319,9 +323,11 @@ class ZygotePool:
         with self._lock:
             self._restarts += 1
 
-    def count_executions(self, count: int) -> None:
+    def count_execution(self, observation: Observation) -> None:
         with self._lock:
-            self._executions += count
+            self._executions += 1
+            self._child_cpu_us += observation.cpu_us
+            self._child_minor_faults += observation.minor_faults
 
     @property
     def ready(self) -> bool:
@@ -337,6 +343,8 @@ class ZygotePool:
             restarts=self._restarts,
             executions=self._executions,
             queued=sum(q.qsize() for q in self.queues),
+            child_cpu_ms=self._child_cpu_us / 1000.0,
+            child_minor_faults=self._child_minor_faults,
         )
 
     def zygote_pids(self) -> Sequence[int | None]:

@@ -114,16 +114,18 @@ class Observation:
     wait_status: int
     cpu_us: int
     max_rss_kib: int
+    minor_faults: int
     wall_us: int
     report_bytes: int
 
     @classmethod
     def unpack(cls, record_tail: bytes) -> Observation:
         """From the bytes of a done record after its type byte; ValueError if malformed."""
-        _, index, ending, status, cpu_us, rss, wall_us, forwarded = DONE_RECORD.unpack(
+        _, index, ending, status, cpu_us, rss, faults, wall_us, forwarded = DONE_RECORD.unpack(
             bytes((RecordType.DONE,)) + record_tail)
         return cls(index=index, ending=Ending(ending), wait_status=status, cpu_us=cpu_us,
-                   max_rss_kib=rss, wall_us=wall_us, report_bytes=forwarded)
+                   max_rss_kib=rss, minor_faults=faults, wall_us=wall_us,
+                   report_bytes=forwarded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ the short version:
 Keep this file free of imports from the service package: it is copied into the Docker image.
 """
 
+import _signal as _signal_module
 import contextlib
 import errno
 import gc
@@ -62,9 +63,9 @@ RECORD_CHUNK = 1  # CHUNK_RECORD, then that many bytes of the child's report
 RECORD_DONE = 2  # DONE_RECORD: what the zygote observed about the child
 HELLO_RECORD = struct.Struct(">BI")
 CHUNK_RECORD = struct.Struct(">BII")  # type, item index, length
-# type, item index, ending, wait status, CPU microseconds, peak RSS KiB, wall microseconds,
-# report bytes forwarded
-DONE_RECORD = struct.Struct(">BIBiQQQI")
+# type, item index, ending, wait status, CPU microseconds, peak RSS KiB, minor page faults,
+# wall microseconds, report bytes forwarded
+DONE_RECORD = struct.Struct(">BIBiQQQQI")
 
 # How an execution ended, as the zygote saw it.
 ENDING_EXITED = 0  # the child ended by itself (an exit, or a signal the zygote did not send)
@@ -315,7 +316,10 @@ def make_child_main() -> ChildMain:
     _callable, _memoryview, _bytes = callable, memoryview, bytes
     _write, _read, _close, _exit, _dup2 = os.write, os.read, os.close, os._exit, os.dup2
     _closerange, _setrlimit = os.closerange, resource.setrlimit
-    _signal, _default_int_handler = signal.signal, signal.default_int_handler
+    # _signal's own function: signal.signal converts through enum, which touches (and so
+    # copies, in a forked child) some hundred pages.
+    _signal, _default_int_handler = _signal_module.signal, signal.default_int_handler
+    sigint = int(signal.SIGINT)
     _gc_disable = gc.disable
     _chain = itertools.chain.from_iterable
     _unpack = CHILD_HEADER.unpack_from
@@ -458,7 +462,7 @@ def make_child_main() -> ChildMain:
             _closerange(high + 1, max_fd)
             for limit, values in fixed_limits:
                 _setrlimit(limit, values)
-            _signal(signal.SIGINT, _default_int_handler)  # as in a fresh interpreter
+            _signal(sigint, _default_int_handler)  # as in a fresh interpreter
             sys.stdout = sys.stderr = discard
             sys.stdin = None
             chunks = []
@@ -581,7 +585,7 @@ class Zygote:
         wall_us = int((time.monotonic() - started) * 1e6)
         cpu_us = int((usage.ru_utime + usage.ru_stime) * 1e6)
         self._write_all(DONE_RECORD.pack(RECORD_DONE, index, ending, status, cpu_us,
-                                         usage.ru_maxrss, wall_us, forwarded))
+                                         usage.ru_maxrss, usage.ru_minflt, wall_us, forwarded))
 
     def _forward_report(self, child: _Child, index: int, deadline: float,
                         report_cap: int) -> tuple[int, int]:
