@@ -6,9 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SANDBOX_IMAGE ?= azr-verify-sandbox:latest
+SERVICE_IMAGE ?= azr-verify:latest
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup system-deps venv run test lint typecheck bench sandbox-image dockerd clean
+.PHONY: help setup system-deps venv run test lint typecheck bench sandbox-image service-image dockerd clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,6 +22,7 @@ system-deps: ## install the Debian packages the sandboxes and tests need (as roo
 	command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	[ -e /usr/include/x86_64-linux-gnu/asm/unistd_64.h ] || [ "$$(uname -m)" != x86_64 ] || missing="$$missing linux-libc-dev"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
@@ -54,7 +56,10 @@ dockerd: ## start dockerd in the background when none answers
 sandbox-image: dockerd ## build the docker sandbox image (no-op when unchanged)
 	bash sandbox_images/python/build.sh $(SANDBOX_IMAGE)
 
-test: setup dockerd sandbox-image ## run the whole suite (real bwrap, redis-server, dockerd)
+service-image: venv dockerd ## build the image docker-compose and Kubernetes run (no-op when unchanged)
+	bash deploy/build-images.sh $(SERVICE_IMAGE)
+
+test: setup dockerd sandbox-image service-image ## run the whole suite (real bwrap, redis-server, dockerd, compose)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy service client trainer_adapter
 	$(VENV)/bin/pytest

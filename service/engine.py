@@ -20,9 +20,15 @@ from azr_verify.service import __version__
 from azr_verify.service.cache import UNCACHEABLE, CachedRun, MemoryCache, ResultCache, cache_key
 from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.models import CheckItem, CheckResult, Limits, PolicyName, Verdict
+from azr_verify.service.sandbox.outcome import MALFORMED
 from azr_verify.service.sandbox.pool import ZygotePool
-from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
-from azr_verify.service.sandbox.runner import RUNNER_PROTOCOL
+from azr_verify.service.sandbox.protocol import (
+    RUNNER_PROTOCOL,
+    ExecOutcome,
+    ExecRequest,
+    OutcomeKind,
+    ZygoteLauncher,
+)
 from azr_verify.service.verify.equality import values_equal
 from azr_verify.service.verify.literals import LiteralError, parse_call_arguments, parse_literal
 from azr_verify.service.verify.policy import ProgramCheck, check_program
@@ -41,7 +47,8 @@ _AGREED_VERDICTS = {
     OutcomeKind.NOT_LITERAL: Verdict.NOT_LITERAL,
     OutcomeKind.NO_ENTRY: Verdict.SYNTAX_ERROR,
 }
-_UNPARSED = object()
+# `expected` of an item that gave no output to compare with.
+_NO_EXPECTED_OUTPUT = object()
 
 
 def build_pool(settings: Settings) -> ZygotePool:
@@ -49,7 +56,7 @@ def build_pool(settings: Settings) -> ZygotePool:
     if settings.sandbox is BackendName.DOCKER:
         from azr_verify.service.sandbox.docker_backend import DockerLauncher
 
-        launcher: Any = DockerLauncher(settings)
+        launcher: ZygoteLauncher = DockerLauncher(settings)
         recycle_after = settings.docker_recycle_after
     else:
         from azr_verify.service.sandbox.process_backend import BubblewrapLauncher
@@ -138,7 +145,7 @@ class Engine:
               on_progress: ProgressCallback | None = None) -> list[CheckResult]:
         total = len(items)
         results: list[CheckResult | None] = [None] * total
-        expected: list[Any] = [_UNPARSED] * total
+        expected: list[Any] = [_NO_EXPECTED_OUTPUT] * total
         pending: dict[int, _Pending] = {}
         in_flight: dict[str, list[Future[ExecOutcome]]] = {}
         done = 0
@@ -231,8 +238,13 @@ class Engine:
     # -- folding --------------------------------------------------------------------------
 
     def _fold(self, outcomes: list[ExecOutcome]) -> CachedRun:
-        """One verdict from all determinism runs of a (program, input)."""
+        """One verdict from all determinism runs of a (program, input).
+
+        Every outcome was decided on the trusted side (`sandbox/outcome.py`); a value whose repr
+        does not parse as a literal is a malformed report of that run.
+        """
         duration = round(sum(outcome.duration_ms for outcome in outcomes), 3)
+        outcomes = [self._validated(outcome) for outcome in outcomes]
         for kind, verdict in _RESOURCE_VERDICTS:
             hit = next((outcome for outcome in outcomes if outcome.kind is kind), None)
             if hit is not None:
@@ -247,12 +259,21 @@ class Engine:
                     error=f"run 1 gave {_describe(first)}; run {run} gave "
                           f"{_describe(outcomes[run - 1])}")
         if first.kind is OutcomeKind.VALUE:
-            if signatures[0][0] is _UNPARSED:
-                return CachedRun(verdict=Verdict.NOT_LITERAL, duration_ms=duration,
-                                 error="the returned value's repr is not a literal")
             return CachedRun(verdict=Verdict.ACCEPTED, output=first.repr, duration_ms=duration)
         return CachedRun(verdict=_AGREED_VERDICTS[first.kind], error_type=first.error_type,
                          error=first.error, duration_ms=duration)
+
+    def _validated(self, outcome: ExecOutcome) -> ExecOutcome:
+        if outcome.kind is not OutcomeKind.VALUE:
+            return outcome
+        try:
+            self._parse_literal(outcome.repr or "")
+        except LiteralError as exc:
+            return ExecOutcome(OutcomeKind.CRASH, error_type=MALFORMED,
+                               error=f"the child's report could not be validated: the value is "
+                                     f"not a literal ({exc})",
+                               duration_ms=outcome.duration_ms)
+        return outcome
 
     def _finish(self, item: CheckItem, run: CachedRun, expected: Any,
                 cached: bool) -> CheckResult:
@@ -265,7 +286,7 @@ class Engine:
         if self.settings.reject_none_output and run.output == "None":
             return CheckResult(verdict=Verdict.NOT_LITERAL, output=run.output,
                                **{**base, "error": "returned None (rejected by the None policy)"})
-        if expected is _UNPARSED:
+        if expected is _NO_EXPECTED_OUTPUT:
             return CheckResult(verdict=Verdict.ACCEPTED, output=run.output, **base)
         actual = self._parse_literal(run.output or "")
         verdict = Verdict.ACCEPTED if values_equal(actual, expected) else Verdict.WRONG_OUTPUT
@@ -274,10 +295,7 @@ class Engine:
     def _signature(self, outcome: ExecOutcome) -> tuple[Any, str | None]:
         """What must agree between determinism runs: the value, or the kind of failure."""
         if outcome.kind is OutcomeKind.VALUE:
-            try:
-                return self._parse_literal(outcome.repr or ""), None
-            except LiteralError:
-                return _UNPARSED, outcome.repr
+            return self._parse_literal(outcome.repr or ""), None
         return outcome.kind, outcome.error_type
 
     # -- stats ----------------------------------------------------------------------------
@@ -296,8 +314,7 @@ class Engine:
 
 
 def _same_signature(a: tuple[Any, str | None], b: tuple[Any, str | None]) -> bool:
-    if isinstance(a[0], OutcomeKind) or isinstance(b[0], OutcomeKind) or a[0] is _UNPARSED \
-            or b[0] is _UNPARSED:
+    if isinstance(a[0], OutcomeKind) or isinstance(b[0], OutcomeKind):
         return a == b
     return values_equal(a[0], b[0])
 

@@ -11,7 +11,8 @@ import pytest
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 
-from .servers import require_bwrap
+from .sandboxes import REQUIRE_DOCKER_FLAG, docker_problem, docker_settings
+from .servers import require, require_bwrap
 
 # Planted before any sandbox starts: hostile programs must not be able to read it.
 PLANTED_SECRET = "azr-test-secret-7f3a9c"
@@ -46,3 +47,21 @@ def service_url(engine_settings: Settings, engine: Engine) -> Iterator[str]:
 
     with api_server(engine_settings, engine) as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> None:
+    """The docker backend can start here; skipped otherwise, unless CI requires it."""
+    problem = docker_problem()
+    require(f"the docker backend ({problem})", problem is None, REQUIRE_DOCKER_FLAG)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(docker_ready: None, tmp_path_factory: pytest.TempPathFactory) \
+        -> Iterator[Engine]:
+    """An engine on the docker backend, shared by the session (like `engine`)."""
+    started = Engine.start(docker_settings(data_dir=tmp_path_factory.mktemp("docker-data")))
+    try:
+        yield started
+    finally:
+        started.close()

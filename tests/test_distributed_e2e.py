@@ -203,7 +203,8 @@ def test_hostile_items_do_not_affect_the_others(cluster: Cluster) -> None:
     good = [{"id": f"good-{i}", "program": f"def f(x):\n    return x + {i}  # hostile",
              "input": "1", "output": str(1 + i)} for i in range(24)]
     hostile = [
-        {"id": "bomb", "program": "def f(x):\n    return len([0] * 10**10)", "input": "0"},
+        {"id": "bomb", "program": "def f(x):\n    kept = []\n    while True:\n"
+                    "        kept.append(bytearray(2**20))", "input": "0"},
         {"id": "fork", "program": "import os\ndef f(x):\n    while True:\n        os.fork()",
          "input": "0"},
         {"id": "kill", "program": "import os\ndef f(x):\n    os.kill(os.getppid(), 9)",

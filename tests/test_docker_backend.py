@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,6 @@ import docker
 import pytest
 from docker.errors import NotFound
 
-from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.errors import SandboxUnavailableError, ZygoteDiedError
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName
@@ -45,35 +43,18 @@ from azr_verify.service.sandbox.docker_backend import (
     owner_process_label,
     runner_sha256,
 )
-from azr_verify.service.sandbox.pool import ZygotePool
+from azr_verify.service.sandbox.pool import ZygotePool, ZygoteState, draw_secrets
 from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
 
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase
-from .servers import require
-from .test_engine_verdicts import EQUALITY_CASES, VERDICT_CASES
+from .sandboxes import docker_settings, fresh
+from .test_engine_verdicts import EQUALITY_CASES, VERDICT_CASES, case_limits
 from .test_hostile import assert_contained, hostile_items
 
-REQUIRE_FLAG = "AZR_VERIFY_REQUIRE_DOCKER"
 SANDBOX_UID = 65534
 
 
 # -- helpers (what a conftest_docker.py would hold) ---------------------------------------------
-
-
-def docker_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"sandbox": BackendName.DOCKER, "workers": 2,
-                              "determinism_seeds": 3, "default_timeout_s": 5.0}
-    values.update(overrides)
-    return Settings(**values)
-
-
-def docker_problem() -> str | None:
-    """Why the docker backend cannot start here (daemon, image, runner label), or None."""
-    try:
-        DockerLauncher(docker_settings()).close()
-    except SandboxUnavailableError as exc:
-        return str(exc)
-    return None
 
 
 def sdk() -> docker.APIClient:
@@ -124,22 +105,6 @@ def proc_status(pid: int) -> dict[str, str]:
     return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
-@pytest.fixture(scope="module")
-def docker_ready() -> None:
-    problem = docker_problem()
-    require(f"the docker backend ({problem})", problem is None, REQUIRE_FLAG)
-
-
-@pytest.fixture(scope="module")
-def docker_engine(docker_ready: None, tmp_path_factory: pytest.TempPathFactory) \
-        -> Iterator[Engine]:
-    started = Engine.start(docker_settings(data_dir=tmp_path_factory.mktemp("docker-data")))
-    try:
-        yield started
-    finally:
-        started.close()
-
-
 @pytest.fixture
 def docker_pool(docker_ready: None) -> Iterator[ZygotePool]:
     pool = ZygotePool(DockerLauncher(docker_settings()), workers=2, seed_groups=2,
@@ -185,11 +150,11 @@ def test_hostile_verdicts_match_the_process_backend(
 
 
 def _suite_items() -> list[CheckItem]:
-    items = [CheckItem(id=f"verdict-{name}", program=program, input=input_text, output=output,
-                       timeout_s=1.0)
-             for name, program, input_text, output, _verdict, _shown in VERDICT_CASES]
-    items += [CheckItem(id=f"equality-{name}", program=f"def f(a):\n    {body}\n", input="0",
-                        output=output)
+    items = [CheckItem(id=f"verdict-{name}", program=fresh(program), input=input_text,
+                       output=output, **case_limits(verdict))
+             for name, program, input_text, output, verdict, _shown in VERDICT_CASES]
+    items += [CheckItem(id=f"equality-{name}", program=fresh(f"def f(a):\n    {body}\n"),
+                        input="0", output=output)
               for name, body, output, _verdict in EQUALITY_CASES]
     return items
 
@@ -235,9 +200,13 @@ def test_pool_container_has_every_hardening_setting(docker_pool: ZygotePool) -> 
         assert host["NanoCpus"] == int(settings.docker_cpus * 1e9)
     assert host["IpcMode"] == "none"
     assert not host.get("Init")
-    # No writable mounts: no volumes, binds or tmpfs; the root filesystem is read-only.
-    assert details["Mounts"] == []
-    assert not host.get("Binds") and not host.get("Tmpfs") and not config.get("Volumes")
+    # No writable mounts: no volumes or tmpfs, the root filesystem is read-only, and the only
+    # binds put /dev/null (read-only) over the random devices.
+    assert sorted(host.get("Binds") or []) == ["/dev/null:/dev/random:ro",
+                                               "/dev/null:/dev/urandom:ro"]
+    assert {(m["Source"], m["Destination"], m["RW"]) for m in details["Mounts"]} == {
+        ("/dev/null", "/dev/random", False), ("/dev/null", "/dev/urandom", False)}
+    assert not host.get("Tmpfs") and not config.get("Volumes")
     assert host["LogConfig"]["Type"] == "none"
     assert host["AutoRemove"] is True
     assert config["Labels"][LABEL_SANDBOX] == "1"
@@ -246,7 +215,10 @@ def test_pool_container_has_every_hardening_setting(docker_pool: ZygotePool) -> 
     assert [details["Path"], *details["Args"]] == list(RUNNER_COMMAND)
     assert config["OpenStdin"] is True and config["StdinOnce"] is True and config["Tty"] is False
     env = dict(entry.split("=", 1) for entry in config["Env"])
-    assert env.pop("PYTHONHASHSEED") in {"1", "2"}
+    group = next(group for group, drawn in enumerate(docker_pool.secrets)
+                 if env["PYTHONHASHSEED"] == str(drawn.hash_seed))
+    assert env.pop("AZR_LAYOUT") == docker_pool.secrets[group].layout
+    env.pop("PYTHONHASHSEED")
     assert set(env) <= {"PATH", "HOSTNAME", "HOME"}
 
     # The kernel's view of the runner process itself.
@@ -298,7 +270,8 @@ def test_seccomp_profile_alone_denies_what_docker_default_allows(docker_ready: N
 
 
 @pytest.mark.docker
-def test_hash_seed_is_fixed_per_group_across_restarts(docker_pool: ZygotePool) -> None:
+def test_hash_seed_is_kept_per_group_across_container_restarts(docker_pool: ZygotePool) -> None:
+    """Seeds are drawn per pool start; a replaced container serves its group with the same one."""
     program = "def f(x):\n    return hash('azr-verify')\n"
     first = [docker_pool.submit(request(program), group).result() for group in (0, 1)]
     assert all(outcome.kind is OutcomeKind.VALUE for outcome in first), first
@@ -320,11 +293,11 @@ def test_docker_kill_mid_batch_every_item_answered_and_pool_refills(
     restarts = docker_pool.stats().restarts
     futures = [docker_pool.submit(request(program, str(i)), 0) for i in range(12)]
     futures += [docker_pool.submit(request(program, str(i)), 1) for i in range(12, 16)]
-    killer = threading.Timer(0.4, lambda: subprocess.run(
-        [shutil.which("docker") or "docker", "kill", victim], capture_output=True, check=False))
-    killer.start()
-    outcomes = [future.result(timeout=60) for future in futures]
-    killer.join()
+    # Kill once the victim holds work: its first item sleeps, so it is still busy then.
+    assert wait_until(lambda: docker_pool.workers[0].state is ZygoteState.BUSY, 120.0)
+    subprocess.run([shutil.which("docker") or "docker", "kill", victim], capture_output=True,
+                   check=False)
+    outcomes = [future.result(timeout=120) for future in futures]
     for i, outcome in enumerate(outcomes):
         assert outcome.kind in (OutcomeKind.VALUE, OutcomeKind.SANDBOX_ERROR), outcome
         if outcome.kind is OutcomeKind.VALUE:
@@ -375,8 +348,10 @@ _CRASHING_SERVICE = textwrap.dedent("""
     import os, secrets, docker
     from azr_verify.service.config import Settings
     from azr_verify.service.sandbox.docker_backend import DockerLauncher
+    from azr_verify.service.sandbox.pool import draw_secrets
     launcher = DockerLauncher(Settings(sandbox="docker"))
-    container_id = launcher.create_container(1, "azr-sbx-orphan-" + secrets.token_hex(4))
+    container_id = launcher.create_container(draw_secrets(1)[0],
+                                             "azr-sbx-orphan-" + secrets.token_hex(4))
     docker.from_env().api.start(container_id)  # running, never attached: nothing ends it
     print(container_id, flush=True)
     os.kill(os.getpid(), 9)
@@ -403,7 +378,8 @@ def test_restart_with_the_same_instance_id_removes_its_old_containers(docker_rea
         -> None:
     instance = f"azr-test-{os.getpid()}-{time.monotonic_ns()}"
     first = DockerLauncher(docker_settings(), instance_id=instance)
-    leftover = first.create_container(1, f"azr-sbx-leftover-{time.monotonic_ns()}")
+    leftover = first.create_container(draw_secrets(1)[0],
+                                      f"azr-sbx-leftover-{time.monotonic_ns()}")
     sdk().start(leftover)
     try:
         # Another live service (this process, another id) must leave it alone...

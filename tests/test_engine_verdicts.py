@@ -1,4 +1,8 @@
-"""Every verdict, and the equality/determinism semantics of DESIGN.md §2, case by case."""
+"""Every verdict, and the equality/determinism semantics of docs/design.md §2, case by case.
+
+Every program is made unique per run (`fresh`), so each check really runs the sandbox; only the
+cache tests use repeated text on purpose.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,28 @@ import os
 import signal
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+from azr_verify.service.sandbox.pool import ZygoteState
+
+from .sandboxes import assert_executed, fresh
 
 IDENTITY = "def f(a):\n    return a\n"
 
 
 def check_one(engine: Engine, program: str, input_text: str, output: str | None = None,
               policy: PolicyName = PolicyName.AZR, **fields: Any) -> CheckResult:
-    item = CheckItem(program=program, input=input_text, output=output, **fields)
-    return engine.check([item], policy)[0]
+    """One fresh item, really executed (never a cache hit)."""
+    item = CheckItem(program=fresh(program), input=input_text, output=output, **fields)
+    result = engine.check([item], policy)[0]
+    assert_executed([result])
+    return result
 
 
 # -- each verdict -------------------------------------------------------------------------------
@@ -32,8 +44,8 @@ VERDICT_CASES = [
     ("runtime_error", "def f(a):\n    return 1 / a\n", "0", None, Verdict.RUNTIME_ERROR, None),
     ("timeout", "def f(a):\n    while True:\n        a += 1\n", "0", None, Verdict.TIMEOUT,
      None),
-    ("memory_limit", "def f(a):\n    return len('x' * 10**10)\n", "0", None,
-     Verdict.MEMORY_LIMIT, None),
+    ("memory_limit", "def f(a):\n    kept = []\n    while True:\n"
+     "        kept.append(bytearray(2**20))\n", "0", None, Verdict.MEMORY_LIMIT, None),
     ("output_limit", "def f(a):\n    return list(range(10**5))\n", "0", None,
      Verdict.OUTPUT_LIMIT, None),
     ("nondeterministic", "def f(a):\n    return list(set('abcdefghijklmnop'))\n", "0", None,
@@ -49,11 +61,17 @@ VERDICT_CASES = [
 ]
 
 
+def case_limits(verdict: Verdict) -> dict[str, Any]:
+    """Per-item limits of a verdict case: short, and a small memory limit for the memory case
+    (filling it is what proves the limit was reached)."""
+    return {"timeout_s": 1.0, **({"memory_mb": 64} if verdict is Verdict.MEMORY_LIMIT else {})}
+
+
 @pytest.mark.parametrize(("name", "program", "input_text", "output", "verdict", "shown"),
                          VERDICT_CASES, ids=[case[0] for case in VERDICT_CASES])
 def test_each_verdict(engine: Engine, name: str, program: str, input_text: str,
                       output: str | None, verdict: Verdict, shown: str | None) -> None:
-    result = check_one(engine, program, input_text, output, timeout_s=1.0)
+    result = check_one(engine, program, input_text, output, **case_limits(verdict))
     assert result.verdict is verdict, result
     if shown is not None:
         assert result.output == shown
@@ -184,15 +202,17 @@ def test_no_state_leaks_between_items(engine: Engine) -> None:
                   output="2"),
     ]
     for round_ in range(3):
-        results = engine.check(items, PolicyName.PERMISSIVE)
+        run = [item.model_copy(update={"program": fresh(item.program)}) for item in items]
+        results = engine.check(run, PolicyName.PERMISSIVE)
         assert [r.verdict for r in results] == [Verdict.ACCEPTED] * 4, (round_, results)
+        assert_executed(results)
 
 
 # -- cache, dedupe, order -----------------------------------------------------------------------
 
 
 def test_cache_hit_costs_no_execution(engine: Engine) -> None:
-    item = CheckItem(program="def f(a):\n    return a * 7\n", input="6")
+    item = CheckItem(program=fresh("def f(a):\n    return a * 7\n"), input="6")
     first = engine.check([item])[0]
     executions = engine.stats().executions
     again = engine.check([item.model_copy(update={"output": "42"})])[0]
@@ -203,7 +223,7 @@ def test_cache_hit_costs_no_execution(engine: Engine) -> None:
 
 
 def test_duplicates_in_a_batch_run_once(engine: Engine) -> None:
-    item = CheckItem(program="def f(a):\n    return a * 11\n", input="3")
+    item = CheckItem(program=fresh("def f(a):\n    return a * 11\n"), input="3")
     before = engine.stats().executions
     results = engine.check([item] * 5)
     assert engine.stats().executions - before == 2  # one item x determinism_runs
@@ -211,11 +231,12 @@ def test_duplicates_in_a_batch_run_once(engine: Engine) -> None:
 
 
 def test_results_keep_order_and_ids(engine: Engine) -> None:
-    items = [CheckItem(id=i, program=f"def f(a):\n    return a + {i}\n", input="1")
+    items = [CheckItem(id=i, program=fresh(f"def f(a):\n    return a + {i}\n"), input="1")
              for i in range(50)]
-    items.insert(7, CheckItem(id="slow", program="def f(a):\n    while True:\n        pass\n",
-                              input="0", timeout_s=0.5))
+    spin = fresh("def f(a):\n    while True:\n        pass\n")
+    items.insert(7, CheckItem(id="slow", program=spin, input="0", timeout_s=0.5))
     results = engine.check(items)
+    assert_executed(results)
     assert [r.id for r in results] == [item.id for item in items]
     assert results[7].verdict is Verdict.TIMEOUT
     assert [r.output for r in results if r.id != "slow"] == [str(1 + i) for i in range(50)]
@@ -241,21 +262,48 @@ def test_progress_is_reported(engine: Engine) -> None:
 # -- sandbox failures -----------------------------------------------------------------
 
 
+def wait_for(condition: Callable[[], bool], what: str, give_up_s: float = 120.0) -> None:
+    """Waits for an event; the give-up only turns a hang into a failure, it decides nothing."""
+    deadline = time.monotonic() + give_up_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
 def test_zygote_killed_mid_batch_every_item_answered(engine: Engine) -> None:
-    """SIGKILL the zygotes while they hold work: items are retried once or get sandbox_error."""
+    """SIGKILL every zygote while one holds work: every item is answered (retried once, or
+    sandbox_error), never a model failure, and the pool serves again."""
     restarts = engine.pool.stats().restarts
-    items = [CheckItem(id=i, program=f"def f(a):\n    s = 0\n    for i in range(3 * 10**5):\n"
-                       f"        s += i\n    return s + {i}\n", input="0") for i in range(40)]
-    killer = threading.Timer(0.3, lambda: [os.kill(pid, signal.SIGKILL)
-                                           for pid in engine.pool.zygote_pids() if pid])
-    killer.start()
-    results = engine.check(items)
-    killer.join()
-    assert len(results) == 40
-    assert {r.verdict for r in results} <= {Verdict.ACCEPTED, Verdict.SANDBOX_ERROR}
+    # The sleeper keeps its zygote busy until the kill, whenever the kill comes.
+    items = [CheckItem(id="sleeper", program=fresh("import time\ndef f(a):\n    time.sleep(100)\n"),
+                       input="0", timeout_s=3.0)]
+    items += [CheckItem(id=i, program=fresh(f"def f(a):\n    return sum(range(10**5)) + {i}\n"),
+                        input="0") for i in range(40)]
+    results: list[CheckResult] = []
+    checker = threading.Thread(target=lambda: results.extend(
+        engine.check(items, PolicyName.PERMISSIVE)))
+    checker.start()
+    wait_for(lambda: any(worker.state is ZygoteState.BUSY for worker in engine.pool.workers),
+             "a zygote holding work")
+    for pid in engine.pool.zygote_pids():
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    checker.join()
+    assert [r.id for r in results] == [item.id for item in items]
+    assert results[0].verdict in (Verdict.TIMEOUT, Verdict.SANDBOX_ERROR), results[0]
+    for index, result in enumerate(results[1:]):
+        assert result.verdict in (Verdict.ACCEPTED, Verdict.SANDBOX_ERROR), result
+        if result.verdict is Verdict.ACCEPTED:
+            assert result.output == str(sum(range(10**5)) + index)
+    # Every zygote takes work again (an idle one's death is found on its next use).
+    healthy = [CheckItem(program=fresh(f"def f(a):\n    return -a - {i}\n"), input="5")
+               for i in range(12)]
+    after = engine.check(healthy)
+    assert [r.output for r in after] == [str(-5 - i) for i in range(12)]
     assert engine.pool.stats().restarts > restarts
-    healthy = engine.check([CheckItem(program="def f(a):\n    return -a\n", input="5")])
-    assert healthy[0].verdict is Verdict.ACCEPTED and healthy[0].output == "-5"
+    stats = engine.pool.stats()
+    assert stats.states["dead"] == 0 and stats.states["starting"] == 0
 
 
 def test_repeatedly_dying_zygote_gives_sandbox_error(engine: Engine) -> None:
@@ -274,7 +322,7 @@ def test_repeatedly_dying_zygote_gives_sandbox_error(engine: Engine) -> None:
     killer.start()
     try:
         result = check_one(engine, "def f(a):\n    while True:\n        pass\n", "0",
-                           timeout_s=3.0)
+                           timeout_s=30.0)
     finally:
         stop.set()
         killer.join()
@@ -284,15 +332,19 @@ def test_repeatedly_dying_zygote_gives_sandbox_error(engine: Engine) -> None:
     assert recovered.verdict is Verdict.ACCEPTED
 
 
-def test_hash_seeds_are_fixed_so_verdicts_reproduce(engine: Engine) -> None:
-    """The same triple lands on the same seed group with the same seed after a restart."""
-    item = CheckItem(program="def f(a):\n    return hash(a)\n", input="'azr-verify'",
+def test_hash_seeds_are_secret_and_fresh_per_pool_start(engine: Engine) -> None:
+    """Seeds are drawn at every pool start: the same hash differs between two pools, and no
+    group uses a small, guessable seed."""
+    program = "def f(a):\n    return hash(a)\n"
+    item = CheckItem(program=program + f"# {uuid.uuid4()}\n", input="'azr-verify'",
                      determinism_runs=1)
     first = engine.check([item])[0]
-    assert first.verdict is Verdict.ACCEPTED
     with Engine.start(engine.settings.model_copy(update={"workers": 1})) as fresh:
+        seeds = {secrets.hash_seed for secrets in fresh.pool.secrets}
         again = fresh.check([item])[0]
-    assert again.output == first.output and not again.cached
+    assert first.verdict is again.verdict is Verdict.ACCEPTED and not again.cached
+    assert again.output != first.output
+    assert len(seeds) == fresh.pool.seed_groups and not seeds & set(range(0, 1000))
     # and two runs use two different seeds, so the hash differs between them
-    assert engine.check([item.model_copy(update={"determinism_runs": 2})])[0].verdict \
-        is Verdict.NONDETERMINISTIC
+    two_runs = item.model_copy(update={"determinism_runs": 2})
+    assert engine.check([two_runs])[0].verdict is Verdict.NONDETERMINISTIC

@@ -46,22 +46,33 @@ find_mirror() {  # the first Debian (non-security) mirror named in the apt sourc
     } | grep -E '/debian/?$' | grep -v security | head -n 1 || echo http://deb.debian.org/debian
 }
 
+# shellcheck source=deploy/rootfs.sh
+. "$REPO/deploy/rootfs.sh"  # the host's /proc, /sys, /dev never reach the base; no mount left
+
+cleanup() {  # every exit path: success, failure, Ctrl-C, SIGTERM
+    local status=$?
+    rootfs_remove "$BUILD_DIR/rootfs" || status=1
+    rm -f "$BUILD_DIR/rootfs.tar"
+    exit "$status"
+}
+
 debootstrap_base() {  # debootstrap_base IMAGE: a minimal Debian with Python, imported as IMAGE
-    command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
-    [ "$(id -u)" = 0 ] || die "debootstrap needs root"
     local mirror=${AZR_DEBIAN_MIRROR:-$(find_mirror)}
-    local rootfs=$BUILD_DIR/rootfs
-    rm -rf "$rootfs"
     log "debootstrap $SUITE from $mirror (about 40 s)"
-    debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$mirror" \
-        >"$BUILD_DIR/debootstrap.log" 2>&1 \
-        || die "debootstrap failed; see $BUILD_DIR/debootstrap.log"
-    # Only a build stage, but a smaller cached base imports faster: no package caches or docs.
-    rm -rf "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc \
-        "$rootfs"/usr/share/man "$rootfs"/usr/share/info "$rootfs"/usr/share/locale
-    tar -C "$rootfs" -c . | "$DOCKER" import --change 'LABEL azr-verify.sandbox-base="1"' - "$1" \
-        >/dev/null
-    rm -rf "$rootfs"
+    rootfs_debootstrap "$SUITE" "$PACKAGES" "$BUILD_DIR/rootfs" "$mirror" \
+        "$BUILD_DIR/debootstrap.log"
+    rootfs_import "$BUILD_DIR/rootfs" "$1" --change 'LABEL azr-verify.sandbox-base="1"'
+    rootfs_remove "$BUILD_DIR/rootfs"
+}
+
+base_reusable() {  # base_reusable IMAGE: made by this script and holding nothing of the host
+    [ -n "$(label_of "$1" azr-verify.sandbox-base)" ] || return 1
+    local pollution
+    pollution=$(rootfs_image_pollution "$1") || return 1
+    [ "$pollution" = 0 ] && return 0
+    log "$1 holds $pollution entries of the host's /proc, /sys or /dev; rebuilding it"
+    "$DOCKER" image rm --force "$1" >/dev/null
+    return 1
 }
 
 remove_if_untagged() {  # the image this build replaced, unless something else still names it
@@ -86,6 +97,9 @@ main() {
         exec 9>"$BUILD_DIR/lock"
         flock 9
     fi
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     local base_choice=${AZR_SANDBOX_BASE:-debootstrap:$SUITE:$PACKAGES}
     local runner_sha build_hash
     runner_sha=$(sha256sum "$RUNNER" | cut -d' ' -f1)
@@ -99,10 +113,10 @@ main() {
     local base=${AZR_SANDBOX_BASE:-}
     if [ -z "$base" ]; then
         base=azr-verify-sandbox-base:$SUITE-$(printf '%s' "$base_choice" | sha256sum | cut -c1-12)
-        if [ -z "$(label_of "$base" azr-verify.sandbox-base)" ]; then
-            debootstrap_base "$base"
-        else
+        if base_reusable "$base"; then
             log "reusing base image $base"
+        else
+            debootstrap_base "$base"
         fi
     fi
     stage_context "$BUILD_DIR/context"

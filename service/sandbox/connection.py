@@ -1,4 +1,9 @@
-"""A zygote connection over a child process's stdin/stdout pipes (used by every backend)."""
+"""A zygote connection over a child process's stdin/stdout pipes (the process backend).
+
+The zygote streams records while it still reads the frame the host is writing, so `send` never
+blocks on a full pipe: it writes what fits and meanwhile reads what the zygote wrote into a
+buffer that `recv_exact` serves from. Neither side can then wait for the other forever.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,13 @@ from collections.abc import Sequence
 
 from azr_verify.service.errors import ZygoteDiedError
 
+READ_CHUNK = 1 << 20
+# The longest a zygote may go without taking a byte of a frame before it counts as dead.
+SEND_STALL_S = 30.0
+
 
 class SubprocessConnection:
-    """Talks to a zygote whose stdin/stdout are pipes of a local child process.
-
-    The child may be bubblewrap wrapping the runner, or `docker run -i` attached to a container.
-    """
+    """Talks to a zygote whose stdin/stdout are pipes of a local child process (bubblewrap)."""
 
     def __init__(self, name: str, argv: Sequence[str], *, user: int | None = None,
                  group: int | None = None, env: dict[str, str] | None = None) -> None:
@@ -37,36 +43,65 @@ class SubprocessConnection:
         assert self._process.stdin is not None and self._process.stdout is not None
         self._stdin = self._process.stdin
         self._stdout = self._process.stdout
+        self._in_fd = self._stdin.fileno()
+        self._out_fd = self._stdout.fileno()
+        os.set_blocking(self._in_fd, False)
+        self._buffer = bytearray()
+        self._eof = False
 
     @property
     def pid(self) -> int:
         return self._process.pid
 
     def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        poller = select.poll()
+        poller.register(self._in_fd, select.POLLOUT)
+        poller.register(self._out_fd, select.POLLIN)
+        stalled_since = time.monotonic()
+        while view:
+            try:
+                written = os.write(self._in_fd, view)
+            except BlockingIOError:
+                written = 0
+            except (OSError, ValueError) as exc:
+                raise ZygoteDiedError(f"{self.name}: cannot write: {exc}") from exc
+            if written:
+                view = view[written:]
+                stalled_since = time.monotonic()
+                continue
+            waited_ms = (stalled_since + SEND_STALL_S - time.monotonic()) * 1000.0
+            events = poller.poll(max(0.0, waited_ms)) if waited_ms > 0 else []
+            if not events:
+                raise ZygoteDiedError(f"{self.name}: took no input for {SEND_STALL_S:.0f}s")
+            if any(fd == self._out_fd for fd, _ in events):
+                self._fill()
+
+    def _fill(self) -> None:
+        """Reads what is available from the zygote into the buffer (one read)."""
+        if self._eof:
+            raise ZygoteDiedError(f"{self.name}: exited ({self._describe_exit()})")
         try:
-            self._stdin.write(data)
-        except (BrokenPipeError, ValueError, OSError) as exc:
-            raise ZygoteDiedError(f"{self.name}: cannot write: {exc}") from exc
+            chunk = os.read(self._out_fd, READ_CHUNK)
+        except (OSError, ValueError) as exc:
+            raise ZygoteDiedError(f"{self.name}: cannot read: {exc}") from exc
+        if not chunk:
+            self._eof = True
+            raise ZygoteDiedError(f"{self.name}: exited ({self._describe_exit()})")
+        self._buffer += chunk
 
     def recv_exact(self, size: int, timeout_s: float) -> bytes:
         deadline = time.monotonic() + timeout_s
         poller = select.poll()
-        poller.register(self._stdout.fileno(), select.POLLIN)
-        chunks = []
-        remaining = size
-        while remaining:
+        poller.register(self._out_fd, select.POLLIN)
+        while len(self._buffer) < size:
             wait_ms = (deadline - time.monotonic()) * 1000.0
             if wait_ms <= 0 or not poller.poll(wait_ms):
                 raise ZygoteDiedError(f"{self.name}: no answer within {timeout_s:.1f}s")
-            try:
-                chunk = os.read(self._stdout.fileno(), min(remaining, 1 << 20))
-            except (OSError, ValueError) as exc:
-                raise ZygoteDiedError(f"{self.name}: cannot read: {exc}") from exc
-            if not chunk:
-                raise ZygoteDiedError(f"{self.name}: exited ({self._describe_exit()})")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+            self._fill()
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
 
     def _describe_exit(self) -> str:
         try:

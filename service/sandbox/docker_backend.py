@@ -44,6 +44,7 @@ from docker.types import LogConfig
 
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import SandboxUnavailableError, ZygoteDiedError
+from azr_verify.service.sandbox.protocol import ZygoteSecrets
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,17 @@ LABEL_SANDBOX = "azr-verify.sandbox"
 LABEL_OWNER = "azr-verify.owner"
 LABEL_OWNER_PROCESS = "azr-verify.owner-process"
 LABEL_RUNNER = "azr-verify.runner-sha256"
-LABEL_SEED = "azr-verify.hash-seed"
+# Docker's default /dev has the random devices; /dev/null bound over them makes every read of
+# randomness fail inside the sandbox (the runner's filter refuses getrandom).
+RANDOM_DEVICES = ("/dev/random", "/dev/urandom")
 
 # Docker's multiplexed attach stream (no TTY): 1 byte stream id, 3 zero bytes, 4 bytes length.
 STREAM_HEADER = struct.Struct(">BxxxI")
 STDIN, STDOUT, STDERR = 0, 1, 2
 STDERR_TAIL_BYTES = 4000
 READ_CHUNK = 1 << 20
-SEND_TIMEOUT_S = 30.0
+# The longest a zygote may go without taking a byte of a frame before it counts as dead.
+SEND_STALL_S = 30.0
 
 # What a Docker API call can raise: the SDK's errors, requests' (timeouts, refused
 # connections) and socket errors.
@@ -188,6 +192,7 @@ def hardening(seccomp_json: str, limits: ContainerLimits, cgroups: CgroupSupport
         "log_config": LogConfig(type=LogConfig.types.NONE),
         "pids_limit": limits.pids_limit,
         "mem_limit": limits.memory_bytes,
+        "binds": [f"/dev/null:{device}:ro" for device in RANDOM_DEVICES],
     }
     if cgroups.swap:
         options["memswap_limit"] = limits.memory_bytes  # no swap beyond the memory limit
@@ -304,7 +309,9 @@ class ContainerConnection:
         self.container_id = container_id
         self._stream = stream  # owns the socket's io reference; closed in kill()
         self._socket = _raw_socket(stream)
-        self._socket.settimeout(SEND_TIMEOUT_S)  # bounds sendall; reads are poll()ed first
+        # Non-blocking: `send` writes what fits and reads meanwhile, so a zygote that answers
+        # while it still reads a frame never waits for us, nor we for it.
+        self._socket.setblocking(False)
         self._poller = select.poll()
         self._poller.register(self._socket.fileno(), select.POLLIN)
         self._api = api
@@ -333,10 +340,27 @@ class ContainerConnection:
     def send(self, data: bytes) -> None:
         if self._closed:
             raise ZygoteDiedError(f"{self.name}: already killed")
-        try:
-            self._socket.sendall(data)
-        except OSError as exc:
-            raise ZygoteDiedError(f"{self.name}: cannot write: {exc}") from exc
+        view = memoryview(data)
+        poller = select.poll()
+        poller.register(self._socket.fileno(), select.POLLIN | select.POLLOUT)
+        stalled_since = time.monotonic()
+        while view:
+            try:
+                written = self._socket.send(view)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                raise ZygoteDiedError(f"{self.name}: cannot write: {exc}") from exc
+            if written:
+                view = view[written:]
+                stalled_since = time.monotonic()
+                continue
+            waited_ms = (stalled_since + SEND_STALL_S - time.monotonic()) * 1000.0
+            events = poller.poll(waited_ms) if waited_ms > 0 else []
+            if not events:
+                raise ZygoteDiedError(f"{self.name}: took no input for {SEND_STALL_S:.0f}s")
+            if any(mask & select.POLLIN for _, mask in events):
+                self._read_chunk()
 
     def recv_exact(self, size: int, timeout_s: float) -> bytes:
         deadline = time.monotonic() + timeout_s
@@ -352,6 +376,8 @@ class ContainerConnection:
     def _read_chunk(self) -> None:
         try:
             chunk = self._socket.recv(READ_CHUNK)
+        except BlockingIOError:
+            return
         except OSError as exc:
             raise ZygoteDiedError(f"{self.name}: cannot read: {exc}") from exc
         if not chunk:
@@ -459,24 +485,23 @@ class DockerLauncher:
             self._api.close()
             raise
 
-    def labels(self, hash_seed: int) -> dict[str, str]:
+    def labels(self) -> dict[str, str]:
         return {
             LABEL_SANDBOX: "1",
             LABEL_OWNER: self.instance_id,
             LABEL_OWNER_PROCESS: owner_process_label(),
             LABEL_RUNNER: self.runner_sha256,
-            LABEL_SEED: str(hash_seed),
         }
 
-    def create_container(self, hash_seed: int, name: str) -> str:
+    def create_container(self, secrets: ZygoteSecrets, name: str) -> str:
         """Creates (does not start) one hardened, labelled sandbox container; returns its id."""
         created = self._api.create_container(
             self.image,
             command=list(RUNNER_COMMAND),
             name=name,
             user=SANDBOX_USER,
-            environment={"PYTHONHASHSEED": str(hash_seed)},
-            labels=self.labels(hash_seed),
+            environment=secrets.environment(),
+            labels=self.labels(),
             hostname=SANDBOX_HOSTNAME,
             working_dir="/",
             # With detach=False the SDK also sets StdinOnce: our stream closing (a crashed
@@ -491,10 +516,10 @@ class DockerLauncher:
             self._live.add(container_id)
         return container_id
 
-    def launch(self, hash_seed: int, index: int) -> ContainerConnection:
-        name = f"azr-sbx-{index}-s{hash_seed}-{secrets.token_hex(4)}"
+    def launch(self, zygote_secrets: ZygoteSecrets, index: int) -> ContainerConnection:
+        name = f"azr-sbx-{index}-{secrets.token_hex(4)}"
         try:
-            return self._create_and_attach(hash_seed, name)
+            return self._create_and_attach(zygote_secrets, name)
         except SandboxUnavailableError:
             raise
         except Exception as exc:
@@ -502,8 +527,9 @@ class DockerLauncher:
             # type would end its worker thread before it reports having booted.
             raise SandboxUnavailableError(f"cannot start container {name}: {exc}") from exc
 
-    def _create_and_attach(self, hash_seed: int, name: str) -> ContainerConnection:
-        container_id = self.create_container(hash_seed, name)
+    def _create_and_attach(self, zygote_secrets: ZygoteSecrets,
+                           name: str) -> ContainerConnection:
+        container_id = self.create_container(zygote_secrets, name)
         stream = None
         try:
             # Attach before start: the hello frame cannot be missed, and nothing is in flight

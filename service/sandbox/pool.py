@@ -1,8 +1,10 @@
-"""A pool of zygotes grouped by PYTHONHASHSEED, fed in batches by one thread per zygote.
+"""A pool of zygotes grouped by secret hash seeds, fed in batches by one thread per zygote.
 
-Determinism runs of one item must land on zygotes with different hash seeds, so the pool keeps
-one work queue per seed group; each zygote serves one group. A zygote that dies is replaced; the
-executions it held are retried once, then answered `sandbox_error`.
+Determinism runs of one item must land on zygotes that differ in hash seed and heap layout, so
+the pool keeps one work queue per seed group; each zygote serves one group. Seeds and layouts
+are drawn fresh and secretly at every pool start (docs/design.md §9.4). Outcomes stream back one
+item at a time; a zygote that dies is replaced, and only the executions it had not answered are
+retried once, then answered `sandbox_error`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections import Counter
@@ -23,13 +26,21 @@ from azr_verify.service.errors import (
     SandboxUnavailableError,
     ZygoteDiedError,
 )
+from azr_verify.service.sandbox import runner
+from azr_verify.service.sandbox.outcome import decode
 from azr_verify.service.sandbox.protocol import (
-    FRAME_HEADER,
-    MAX_FRAME_BYTES,
+    CHUNK_RECORD,
+    DONE_RECORD,
+    HELLO_RECORD,
+    MAX_HELLO_BYTES,
+    RUNNER_PROTOCOL,
     ExecOutcome,
     ExecRequest,
+    Observation,
+    RecordType,
     ZygoteConnection,
     ZygoteLauncher,
+    ZygoteSecrets,
     encode_frame,
 )
 
@@ -67,30 +78,61 @@ class PoolStats:
     restarts: int
     executions: int
     queued: int
+    child_cpu_ms: float  # CPU time of every child the zygotes reaped (kernel accounting)
+    child_minor_faults: int  # their minor page faults: the main cost of a forked child
 
 
-def hash_seed_for_group(group: int) -> int:
-    """Fixed seeds: the same triple gets the same verdict after a restart or on another host."""
-    return group + 1
+PROBE_FAILURES = {
+    runner.PROBE_FORK_BLOCKED: "a sandboxed program could fork (the sandbox must run under an "
+                               "unprivileged uid: RLIMIT_NPROC is not enforced for root)",
+    runner.PROBE_RANDOMNESS_BLOCKED: "a sandboxed program could read random bytes "
+                                     "(getrandom, /dev/urandom or /dev/random is reachable)",
+    runner.PROBE_FILESYSTEM_READ_ONLY: "a sandboxed program could create files or directories",
+    runner.PROBE_SCHEDULING_BLOCKED: "a sandboxed program could change the zygote's CPU "
+                                     "affinity, priority or scheduler",
+}
 
 
-def _start_zygote(launcher: ZygoteLauncher, seed: int, index: int) -> ZygoteConnection:
-    connection = launcher.launch(seed, index)
+def draw_secrets(seed_groups: int) -> list[ZygoteSecrets]:
+    """Distinct, secret hash seeds (never 0, which disables hashing randomisation) and heap
+    layouts, one per seed group, fresh at every pool start."""
+    seeds: list[int] = []
+    while len(seeds) < seed_groups:
+        seed = 1 + secrets.randbelow(2**32 - 1)
+        if seed not in seeds:
+            seeds.append(seed)
+    layout_secret = secrets.randbits(64)
+    return [ZygoteSecrets(hash_seed=seed, layout=f"{group}:{layout_secret}")
+            for group, seed in enumerate(seeds)]
+
+
+def _start_zygote(launcher: ZygoteLauncher, zygote_secrets: ZygoteSecrets,
+                  index: int) -> ZygoteConnection:
+    connection = launcher.launch(zygote_secrets, index)
     try:
-        header = connection.recv_exact(FRAME_HEADER.size, HELLO_TIMEOUT_S)
-        hello = json.loads(connection.recv_exact(FRAME_HEADER.unpack(header)[0],
-                                                 HELLO_TIMEOUT_S))
+        kind, size = HELLO_RECORD.unpack(connection.recv_exact(HELLO_RECORD.size,
+                                                               HELLO_TIMEOUT_S))
+        if kind != RecordType.HELLO or size > MAX_HELLO_BYTES:
+            raise ValueError(f"record {kind} of {size} bytes instead of a hello")
+        hello = json.loads(connection.recv_exact(size, HELLO_TIMEOUT_S))
     except (ZygoteDiedError, ValueError) as exc:
         connection.kill()
         raise SandboxUnavailableError(f"zygote did not start: {exc}") from exc
-    if hello.get("kind") != "hello" or hello.get("hash_seed") != str(seed):
+    if not isinstance(hello, dict) or hello.get("kind") != "hello" \
+            or hello.get("protocol") != RUNNER_PROTOCOL \
+            or hello.get("hash_seed") != str(zygote_secrets.hash_seed):
         connection.kill()
-        raise SandboxUnavailableError(f"zygote sent an unexpected greeting: {hello!r}")
-    if hello.get("fork_blocked") is not True:
-        connection.kill()
+        shown = {key: value for key, value in hello.items() if key != "hash_seed"} \
+            if isinstance(hello, dict) else hello
         raise SandboxUnavailableError(
-            "zygote self-test failed: a sandboxed program could fork. The sandbox must run "
-            "under an unprivileged uid (RLIMIT_NPROC is not enforced for root).")
+            f"zygote sent an unexpected greeting (protocol {RUNNER_PROTOCOL} and its hash seed "
+            f"expected): {shown!r}")
+    probe = hello.get("probe")
+    failed = [reason for bit, reason in PROBE_FAILURES.items()
+              if not isinstance(probe, int) or not probe & bit]
+    if failed:
+        connection.kill()
+        raise SandboxUnavailableError("zygote self-test failed: " + "; ".join(failed))
     return connection
 
 
@@ -102,7 +144,6 @@ class _Worker(threading.Thread):
         self.pool = pool
         self.index = index
         self.group = group
-        self.seed = hash_seed_for_group(group)
         self.state = ZygoteState.STARTING
         self.connection: ZygoteConnection | None = None
         self.executions_since_start = 0
@@ -119,7 +160,8 @@ class _Worker(threading.Thread):
             self.pool.count_restart()
         if self.connection is None:
             self.state = ZygoteState.STARTING
-            self.connection = _start_zygote(self.pool.launcher, self.seed, self.index)
+            self.connection = _start_zygote(self.pool.launcher,
+                                            self.pool.secrets[self.group], self.index)
             self.executions_since_start = 0
         self.state = ZygoteState.IDLE
 
@@ -166,31 +208,52 @@ class _Worker(threading.Thread):
             return
         assert self.connection is not None
         self.state = ZygoteState.BUSY
-        budget = sum(job.request.timeout_s for job in batch) + ANSWER_GRACE_S
+        answered = 0
         try:
-            self.connection.send(encode_frame([job.request.to_wire() for job in batch]))
-            header = self.connection.recv_exact(FRAME_HEADER.size, budget)
-            size = FRAME_HEADER.unpack(header)[0]
-            if size > MAX_FRAME_BYTES:
-                raise ZygoteDiedError(f"zygote sent an oversized frame ({size} bytes)")
-            answers = json.loads(self.connection.recv_exact(size, budget))
-            if not isinstance(answers, list) or len(answers) != len(batch):
-                raise ZygoteDiedError("zygote answered the wrong number of outcomes")
-            outcomes = [ExecOutcome.from_wire(answer) for answer in answers]
-        except (ZygoteDiedError, ValueError, KeyError, TypeError) as exc:
-            log.warning("zygote %d failed mid-batch (%d jobs): %s", self.index, len(batch), exc)
+            self.connection.send(encode_frame([job.request for job in batch]))
+            for index, job in enumerate(batch):
+                outcome, observation = self._receive(self.connection, index, job.request)
+                job.future.set_result(outcome)
+                self.pool.count_execution(observation)
+                answered += 1
+        except (ZygoteDiedError, ValueError) as exc:
+            log.warning("zygote %d failed mid-batch (%d of %d jobs unanswered): %s",
+                        self.index, len(batch) - answered, len(batch), exc)
             self.stop_zygote()
             self.pool.count_restart()
-            self._fail_or_retry(batch, f"sandbox failed: {exc}")
+            self._fail_or_retry(batch[answered:], f"sandbox failed: {exc}")
             return
         self._failures_in_a_row = 0
         self.state = ZygoteState.IDLE
         self.executions_since_start += len(batch)
-        self.pool.count_executions(len(batch))
-        for job, outcome in zip(batch, outcomes, strict=True):
-            job.future.set_result(outcome)
         if self.executions_since_start >= self.pool.recycle_after:
             self.stop_zygote()
+
+    @staticmethod
+    def _receive(connection: ZygoteConnection, index: int,
+                 request: ExecRequest) -> tuple[ExecOutcome, Observation]:
+        """Reads one item's chunk records and its done record; ValueError or ZygoteDiedError
+        when the zygote breaks the protocol (it, not the item, is then at fault)."""
+        budget = request.timeout_s + ANSWER_GRACE_S
+        report = bytearray()
+        while True:
+            kind = connection.recv_exact(1, budget)[0]
+            if kind == RecordType.CHUNK:
+                chunk_index, size = CHUNK_RECORD.unpack(
+                    bytes((kind,)) + connection.recv_exact(CHUNK_RECORD.size - 1, budget))[1:]
+                if chunk_index != index or len(report) + size > request.report_cap:
+                    raise ValueError(f"chunk record out of order or over the cap "
+                                     f"(item {chunk_index}, {size} bytes)")
+                report += connection.recv_exact(size, budget)
+            elif kind == RecordType.DONE:
+                observation = Observation.unpack(
+                    connection.recv_exact(DONE_RECORD.size - 1, budget))
+                if observation.index != index:
+                    raise ValueError(f"done record for item {observation.index}, "
+                                     f"expected {index}")
+                return decode(request, observation, bytes(report)), observation
+            else:
+                raise ValueError(f"unexpected record type {kind}")
 
     def _fail_or_retry(self, batch: list[_Job], message: str) -> None:
         for job in batch:
@@ -221,6 +284,7 @@ class ZygotePool:
             raise ValueError("seed_groups must be >= 1")
         self.launcher = launcher
         self.seed_groups = seed_groups
+        self.secrets = draw_secrets(seed_groups)
         self.batch_size = batch_size
         self.recycle_after = recycle_after
         self.queues: list[queue.SimpleQueue[_Job | None]] = [
@@ -232,6 +296,8 @@ class ZygotePool:
         self._lock = threading.Lock()
         self._restarts = 0
         self._executions = 0
+        self._child_cpu_us = 0
+        self._child_minor_faults = 0
         self._started = False
 
     def start(self) -> None:
@@ -257,9 +323,11 @@ class ZygotePool:
         with self._lock:
             self._restarts += 1
 
-    def count_executions(self, count: int) -> None:
+    def count_execution(self, observation: Observation) -> None:
         with self._lock:
-            self._executions += count
+            self._executions += 1
+            self._child_cpu_us += observation.cpu_us
+            self._child_minor_faults += observation.minor_faults
 
     @property
     def ready(self) -> bool:
@@ -275,6 +343,8 @@ class ZygotePool:
             restarts=self._restarts,
             executions=self._executions,
             queued=sum(q.qsize() for q in self.queues),
+            child_cpu_ms=self._child_cpu_us / 1000.0,
+            child_minor_faults=self._child_minor_faults,
         )
 
     def zygote_pids(self) -> Sequence[int | None]:

@@ -2,8 +2,10 @@
 
 Each zygote runs as an unprivileged host uid (65534 when the service is root) inside fresh user,
 pid, net, ipc, uts and cgroup namespaces, as PID 1 of its pid namespace, with no capabilities,
-an empty environment, no writable filesystem, and read-only binds of only what the interpreter
-needs: the executable, its standard library and the shared libraries they link against.
+an environment holding only its secrets (which it removes before any child exists), a read-only
+root, `/dev/null` as its only device (no random devices, no `/dev/shm`), and read-only binds of
+only what the interpreter needs: the executable, its standard library and the shared libraries
+they link against.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 
 from azr_verify.service.errors import SandboxUnavailableError
 from azr_verify.service.sandbox.connection import SubprocessConnection
+from azr_verify.service.sandbox.protocol import ZygoteSecrets
 
-RUNNER_PATH = Path(__file__).with_name("runner.py")
+RUNNER_PATH = Path(__file__).resolve().with_name("runner.py")
 SANDBOX_RUNNER = "/azr/runner.py"
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -142,7 +145,7 @@ class BubblewrapLauncher:
             self._bwrap,
             "--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
             "--as-pid-1", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--clearenv", "--hostname", "sandbox",
+            "--hostname", "sandbox",
             "--ro-bind", interpreter.stdlib, interpreter.stdlib,
         ]
         site_packages = os.path.join(interpreter.stdlib, "site-packages")
@@ -153,22 +156,25 @@ class BubblewrapLauncher:
             argv += ["--ro-bind", os.path.realpath(path), path]
         argv += [
             "--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER,
-            "--dev", "/dev",
+            # Only /dev/null (the runner opens it before its filter closes open() for
+            # writing): no /dev/urandom, /dev/random or /dev/shm.
+            "--dir", "/dev", "--dev-bind", "/dev/null", "/dev/null",
+            # Last: everything bubblewrap created (/, /dev, the mount points) is read-only.
+            "--remount-ro", "/",
             "--chdir", "/",
         ]
         return argv
 
-    def launch(self, hash_seed: int, index: int) -> SubprocessConnection:
-        argv = [
-            *self._base_argv,
-            "--setenv", "PYTHONHASHSEED", str(hash_seed),
-            # Not -I: it implies -E, which would ignore PYTHONHASHSEED. bubblewrap already
-            # clears the environment; -s -S -P keep user site, site and cwd off sys.path.
-            "--", self.interpreter.executable, "-s", "-S", "-B", "-P", SANDBOX_RUNNER,
-        ]
+    def launch(self, secrets: ZygoteSecrets, index: int) -> SubprocessConnection:
+        # Not -I: it implies -E, which would ignore PYTHONHASHSEED. -s -S -P keep user site,
+        # site and cwd off sys.path.
+        argv = [*self._base_argv,
+                "--", self.interpreter.executable, "-s", "-S", "-B", "-P", SANDBOX_RUNNER]
         user = NOBODY if self._switch_uid else None
-        return SubprocessConnection(f"zygote-{index}-seed{hash_seed}", argv, user=user,
-                                    group=user, env={})
+        # bubblewrap passes its own environment on: only the zygote's secrets, never on a
+        # command line where `ps` would show them.
+        return SubprocessConnection(f"zygote-{index}", argv, user=user, group=user,
+                                    env=secrets.environment())
 
     def close(self) -> None:
         """Zygotes die with their bubblewrap parent; nothing else to release."""

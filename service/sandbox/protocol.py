@@ -1,35 +1,68 @@
 """What crosses the boundary between the trusted service and a sandboxed zygote.
 
-The wire format is a stream of frames, each a 4-byte big-endian length followed by UTF-8 JSON.
-The zygote first sends a hello frame; then for every request frame (a JSON list of execution
-requests) it answers one frame (a JSON list of outcomes, same order). The runner
-(`runner.py`) implements the other side with the standard library only.
+The byte layout is defined once, in the runner (`runner.py`, standard library only, copied into
+the sandbox image), and imported from there; docs/design.md §9.1 describes it. In short:
+
+- host -> zygote: a frame holds an item count, then per item a small header the zygote reads
+  (body size, wall-clock limit, report cap) and a body only the child reads (its limits, entry
+  name, arguments and program);
+- zygote -> host: a hello record, then per item any number of chunk records (the child's report,
+  opaque to the zygote) and one done record (what the zygote observed: how the child ended, its
+  wait status, CPU time, peak memory, wall time).
+
+This module holds the host's view of those records. Turning them into an outcome is the job of
+`outcome.py`, the only code that interprets what a child wrote.
 """
 
 from __future__ import annotations
 
-import json
-import struct
+import math
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Protocol
+from enum import IntEnum, StrEnum
+from typing import Protocol
 
-FRAME_HEADER = struct.Struct(">I")
-MAX_FRAME_BYTES = 64 * 1024 * 1024
+from azr_verify.service.sandbox import runner
+
+FRAME_HEADER = runner.FRAME_HEADER
+ITEM_HEADER = runner.ITEM_HEADER
+CHILD_HEADER = runner.CHILD_HEADER
+HELLO_RECORD = runner.HELLO_RECORD
+CHUNK_RECORD = runner.CHUNK_RECORD
+DONE_RECORD = runner.DONE_RECORD
+RUNNER_PROTOCOL = runner.RUNNER_PROTOCOL
+MAX_ITEMS_PER_FRAME = runner.MAX_ITEMS_PER_FRAME
+MAX_HELLO_BYTES = 64 * 1024
+
+
+class RecordType(IntEnum):
+    """The first byte of every record a zygote writes."""
+
+    HELLO = runner.RECORD_HELLO
+    CHUNK = runner.RECORD_CHUNK
+    DONE = runner.RECORD_DONE
+
+
+class Ending(IntEnum):
+    """How an execution ended, as the zygote observed it (not as the child said)."""
+
+    EXITED = runner.ENDING_EXITED  # ended by itself: an exit, or a signal the zygote did not send
+    DEADLINE = runner.ENDING_DEADLINE  # killed by the zygote at its wall-clock deadline
+    OVERFLOW = runner.ENDING_OVERFLOW  # killed by the zygote for reporting more than the cap
+    LOST = runner.ENDING_LOST  # gone before it received its whole request (infrastructure)
 
 
 class OutcomeKind(StrEnum):
-    """What one execution did, as reported by the runner (string values are the wire format)."""
+    """What one execution did, as decided on the trusted side (`outcome.decode`)."""
 
     VALUE = "value"  # returned a literal value; `repr` holds it
     ERROR = "error"  # raised; `error_type` holds the class name
-    TIMEOUT = "timeout"  # wall clock or CPU limit
-    MEMORY = "memory"  # MemoryError or address-space limit
-    OUTPUT_LIMIT = "output_limit"  # repr larger than the cap
+    TIMEOUT = "timeout"  # wall clock (the zygote's) or CPU limit (the kernel's accounting)
+    MEMORY = "memory"  # ran out of memory, with the kernel's peak-memory figure as evidence
+    OUTPUT_LIMIT = "output_limit"  # repr larger than the cap, by the trusted side's own count
     NOT_LITERAL = "not_literal"  # returned something that is not a literal
     NO_ENTRY = "no_entry"  # the entry function is not defined after running the program
-    CRASH = "crash"  # the child died from a signal or exited without a result
-    SANDBOX_ERROR = "sandbox_error"  # infrastructure: the zygote died or misbehaved
+    CRASH = "crash"  # died from a signal, exited without a report, or sent a malformed one
+    SANDBOX_ERROR = "sandbox_error"  # infrastructure: the zygote died or lost the request
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +76,61 @@ class ExecRequest:
     memory_mb: int
     output_limit: int
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "program": self.program,
-            "entry": self.entry,
-            "args": self.args,
-            "timeout_s": self.timeout_s,
-            "memory_mb": self.memory_mb,
-            "output_limit": self.output_limit,
-        }
+    @property
+    def cpu_seconds(self) -> int:
+        """The child's RLIMIT_CPU soft limit; the kernel signals SIGXCPU when it is reached."""
+        return max(1, math.ceil(self.timeout_s))
+
+    @property
+    def report_cap(self) -> int:
+        """The most report bytes the zygote forwards before it kills the child."""
+        return runner.report_cap_bytes(self.output_limit)
+
+    def encode(self) -> bytes:
+        """The item's header (for the zygote) and body (for the child alone)."""
+        entry = self.entry.encode("utf-8", "surrogatepass")
+        args = self.args.encode("utf-8", "surrogatepass")
+        program = self.program.encode("utf-8", "surrogatepass")
+        body = CHILD_HEADER.pack(self.cpu_seconds, self.memory_mb, self.output_limit,
+                                 self.report_cap, len(entry), len(args), len(program))
+        timeout_ms = max(1, round(self.timeout_s * 1000))
+        header = ITEM_HEADER.pack(len(body) + len(entry) + len(args) + len(program), timeout_ms,
+                                  self.report_cap)
+        return b"".join((header, body, entry, args, program))
+
+
+def encode_frame(requests: list[ExecRequest]) -> bytes:
+    if not 0 < len(requests) <= MAX_ITEMS_PER_FRAME:
+        raise ValueError(f"a frame holds 1 to {MAX_ITEMS_PER_FRAME} items")
+    return FRAME_HEADER.pack(len(requests)) + b"".join(r.encode() for r in requests)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the zygote saw of one execution: kernel facts and its own clock and counts."""
+
+    index: int
+    ending: Ending
+    wait_status: int
+    cpu_us: int
+    max_rss_kib: int
+    minor_faults: int
+    wall_us: int
+    report_bytes: int
+
+    @classmethod
+    def unpack(cls, record_tail: bytes) -> Observation:
+        """From the bytes of a done record after its type byte; ValueError if malformed."""
+        _, index, ending, status, cpu_us, rss, faults, wall_us, forwarded = DONE_RECORD.unpack(
+            bytes((RecordType.DONE,)) + record_tail)
+        return cls(index=index, ending=Ending(ending), wait_status=status, cpu_us=cpu_us,
+                   max_rss_kib=rss, minor_faults=faults, wall_us=wall_us,
+                   report_bytes=forwarded)
 
 
 @dataclass(frozen=True, slots=True)
 class ExecOutcome:
-    """What one execution produced."""
+    """What one execution produced, decided on the trusted side."""
 
     kind: OutcomeKind
     repr: str | None = None
@@ -65,31 +139,19 @@ class ExecOutcome:
     duration_ms: float = 0.0
 
     @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> ExecOutcome:
-        return cls(
-            kind=OutcomeKind(data["kind"]),
-            repr=data.get("repr"),
-            error_type=data.get("error_type"),
-            error=data.get("error"),
-            duration_ms=float(data.get("duration_ms", 0.0)),
-        )
-
-    @classmethod
     def sandbox_failure(cls, message: str) -> ExecOutcome:
         return cls(kind=OutcomeKind.SANDBOX_ERROR, error=message)
 
 
-def encode_frame(payload: Any) -> bytes:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    return FRAME_HEADER.pack(len(body)) + body
-
-
 class ZygoteConnection(Protocol):
-    """A started fork-server: a byte pipe in each direction and a way to kill it."""
+    """A started fork-server: a byte stream in each direction and a way to kill it."""
 
     name: str
 
-    def send(self, data: bytes) -> None: ...
+    def send(self, data: bytes) -> None:
+        """Write all of `data`, reading what the zygote writes meanwhile so neither side can
+        block the other; raise `ZygoteDiedError` when the zygote is gone or stops reading."""
+        ...
 
     def recv_exact(self, size: int, timeout_s: float) -> bytes:
         """Read exactly `size` bytes; raise `ZygoteDiedError` on EOF or after `timeout_s`."""
@@ -100,12 +162,30 @@ class ZygoteConnection(Protocol):
     def alive(self) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ZygoteSecrets:
+    """What makes one zygote's environment differ from its siblings', fresh per pool start.
+
+    `hash_seed` is its seed group's PYTHONHASHSEED; `layout` ("<index>:<secret>") shifts its heap
+    so that object addresses differ between groups. Neither is ever shown to a program or logged.
+    """
+
+    hash_seed: int
+    layout: str
+
+    def environment(self) -> dict[str, str]:
+        return {runner.ENV_HASH_SEED: str(self.hash_seed), runner.ENV_LAYOUT: self.layout}
+
+    def __repr__(self) -> str:  # keep the secrets out of logs and tracebacks
+        return "ZygoteSecrets(<hidden>)"
+
+
 class ZygoteLauncher(Protocol):
     """Starts zygotes for one backend; the pool owns their lifecycle."""
 
     backend: str
 
-    def launch(self, hash_seed: int, index: int) -> ZygoteConnection: ...
+    def launch(self, secrets: ZygoteSecrets, index: int) -> ZygoteConnection: ...
 
     def close(self) -> None:
         """Release backend resources (remove containers...)."""

@@ -1,26 +1,38 @@
 """The in-sandbox fork-server ("zygote"). Standard library only; shared by every backend.
 
-Started as `python -s -S -B -P runner.py` (not -I: it would ignore PYTHONHASHSEED) as PID 1
-of its own pid namespace inside the sandbox (bubblewrap or a container), under an unprivileged
-uid. It installs a seccomp filter on itself
-once (no sockets, exec, threads, namespaces, ptrace, mount, bpf, keyctl, write-opens, ...; every
-child inherits it), imports the common pure modules, then serves frames on stdin/stdout: each
-request frame is a JSON list of executions; for each one it forks a child that
+Started as `python -s -S -B -P runner.py` (not -I: it would ignore PYTHONHASHSEED) as PID 1 of its
+own pid namespace inside the sandbox (bubblewrap or a container), under an unprivileged uid. It
+installs a seccomp filter on itself once (every child inherits it), self-tests what a child can
+do, says hello, then serves request frames from its stdin. docs/design.md §9 is the contract;
+the short version:
 
-  * points fds 0-2 at /dev/null and closes every other inherited descriptor,
-  * applies rlimits (CPU, address space, FSIZE=0, NOFILE, CORE=0, NPROC=0 so it cannot fork),
-  * parses the (host-validated) literal arguments, runs the program in fresh globals, calls the
-    entry function and reports a JSON outcome on a private pipe.
+* **Children only report data.** A child writes one report (a value's repr, an exception's
+  class name and message, "not a literal", "no entry") to a private pipe. The zygote never parses
+  it: it moves the bytes to the host with splice(2), counts them, and adds what it observed itself
+  (how the child ended, the wait status, CPU time and peak memory from wait4, wall time). The
+  trusted service decodes everything (`service/sandbox/outcome.py`); timeouts, memory and output
+  limits and sandbox errors come only from those observations.
+* **No item can read another.** Request bodies go from stdin to the child's pipe with splice(2)
+  and reports from the child's pipe to stdout the same way: no program text, input or result of
+  any item ever enters the zygote's memory, so a child (a fork of the zygote) holds its own
+  request and nothing else. At most one child exists at a time: the next one is forked after the
+  previous one was reaped, or in advance while the zygote waits for the host.
+* **No item can change another.** The zygote is PID 1 of its namespace with no signal handlers,
+  so the kernel drops signals its children send it; the seccomp filter refuses scheduling and
+  priority calls, filesystem changes, SysV IPC and randomness; children cannot fork.
+* **Determinism cannot be gamed.** The hash seed and a heap-layout shift come from the host,
+  secret and fresh per pool start; the zygote removes them from its environment before any
+  child exists, and shifts its heap so that object addresses differ between seed groups.
 
-The zygote enforces the wall clock with SIGKILL and caps what it reads from the child. The
-trusted service never trusts the outcome beyond its type: it re-parses `repr` with a safe literal
-parser. Keep this file free of imports from the service package: it is copied into images.
+Keep this file free of imports from the service package: it is copied into the Docker image.
 """
 
+import _signal as _signal_module
 import contextlib
 import errno
+import gc
+import itertools
 import json
-import math
 import os
 import resource
 import select
@@ -28,34 +40,76 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
-# A request and an outcome are plain JSON objects on the wire.
-Request = dict[str, Any]
-Outcome = dict[str, Any]
+RUNNER_PROTOCOL = 2
 
-RUNNER_PROTOCOL = 1
-HEADER = struct.Struct(">I")
-READ_CHUNK = 65536
-ERROR_TEXT_LIMIT = 1000
+# --- the wire ----------------------------------------------------------------------------------
+# host -> zygote: a frame is FRAME_HEADER (item count) then, per item, ITEM_HEADER and its body.
+FRAME_HEADER = struct.Struct(">I")
+# body bytes, wall-clock limit in milliseconds, most report bytes the zygote forwards.
+ITEM_HEADER = struct.Struct(">III")
+# The body, encoded by the host and read by the child alone: CHILD_HEADER, then the entry name,
+# the call arguments and the program, UTF-8 (surrogates passed through).
+# CPU seconds, address-space MB, output limit in characters, report cap in bytes, then the
+# byte lengths of the entry name, the arguments and the program.
+CHILD_HEADER = struct.Struct(">IIIIHII")
+MAX_ITEMS_PER_FRAME = 4096
+
+# zygote -> host: records, each starting with its type byte.
+RECORD_HELLO = 0  # HELLO_RECORD, then that many bytes of JSON (the zygote's own facts)
+RECORD_CHUNK = 1  # CHUNK_RECORD, then that many bytes of the child's report
+RECORD_DONE = 2  # DONE_RECORD: what the zygote observed about the child
+HELLO_RECORD = struct.Struct(">BI")
+CHUNK_RECORD = struct.Struct(">BII")  # type, item index, length
+# type, item index, ending, wait status, CPU microseconds, peak RSS KiB, minor page faults,
+# wall microseconds, report bytes forwarded
+DONE_RECORD = struct.Struct(">BIBiQQQQI")
+
+# How an execution ended, as the zygote saw it.
+ENDING_EXITED = 0  # the child ended by itself (an exit, or a signal the zygote did not send)
+ENDING_DEADLINE = 1  # the zygote killed it at its wall-clock deadline
+ENDING_OVERFLOW = 2  # the zygote killed it for reporting more bytes than the cap
+ENDING_LOST = 3  # the child was gone before it received its whole request (infrastructure)
+
+# The child's report: a tag byte, then its fields.
+REPORT_VALUE = ord("V")  # the returned value's repr, UTF-8
+REPORT_ERROR = ord("E")  # exception class name, NUL, message (UTF-8)
+REPORT_NOT_LITERAL = ord("N")  # the returned value's class name
+REPORT_NO_ENTRY = ord("X")  # the entry function is not defined after running the program
+
+ERROR_TEXT_LIMIT = 1000  # characters of an exception message kept
+ERROR_TYPE_LIMIT = 200  # characters of an exception class name kept
+# The longest error report: tag, a class name of 4-byte characters, NUL, a message whose every
+# character became a 6-byte backslash escape.
+ERROR_REPORT_BYTES = 1 + 4 * ERROR_TYPE_LIMIT + 1 + 6 * ERROR_TEXT_LIMIT
 MAX_LITERAL_DEPTH = 100
 MAX_OPEN_FILES = 32
 MEGABYTE = 1024 * 1024
-# Exit statuses of a child that could not write its outcome.
+SPLICE_CHUNK = 65536
+# Exit statuses of a child; never verdicts (the service decides from the report and the ending).
 CHILD_EXIT_OK = 0
 CHILD_EXIT_FAILED = 2
-CHILD_EXIT_MEMORY = 3
+
+# Self-test bits: each is set by a probe child when that protection held.
+PROBE_FORK_BLOCKED = 1
+PROBE_RANDOMNESS_BLOCKED = 2
+PROBE_FILESYSTEM_READ_ONLY = 4
+PROBE_SCHEDULING_BLOCKED = 8
+PROBE_ALL = 15
 
 # Modules a program may import under the default policy, imported once here so that forked
-# children find them in sys.modules instead of reading the filesystem.
-# Only the common ones: fork cost grows with the zygote's resident memory, so rarer modules
-# (decimal, fractions, statistics, dataclasses...) are imported by the child that needs them.
+# children find them in sys.modules instead of reading the filesystem. Only the common ones: fork
+# cost grows with the zygote's resident memory.
 PRELOADED_MODULES = (
     "bisect", "collections", "functools", "heapq", "itertools", "math", "operator", "re",
     "string", "typing",
 )
 
-LITERAL_SCALARS = (int, float, complex, str, bytes, bool, type(None))
+# Environment variables the host sets for the zygote alone; removed before any child exists.
+ENV_HASH_SEED = "PYTHONHASHSEED"
+ENV_LAYOUT = "AZR_LAYOUT"  # "<index>:<secret>": this zygote's heap-layout shift
 
 # --- seccomp -----------------------------------------------------------------------------------
 
@@ -83,31 +137,57 @@ def _seccomp_data_arg_low(index: int) -> int:
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 X32_SYSCALL_BIT = 0x40000000
-# x86_64 syscalls denied to the zygote and so to every child. EPERM lets Python raise a clean
+# x86_64 syscalls denied to the zygote and so to every child; EPERM lets Python raise a clean
 # exception. fork/clone stay allowed for the zygote: a child cannot fork because it runs with
-# RLIMIT_NPROC=0 under an unprivileged uid, and cannot start threads because the clone filter
-# below refuses CLONE_VM/CLONE_THREAD. kill stays allowed because the zygote is PID 1 of its
-# own pid namespace: the kernel ignores signals sent to it from inside, and a child sees no
-# other process but itself.
+# RLIMIT_NPROC=0 under an unprivileged uid, and cannot start threads because the clone rule
+# below refuses CLONE_VM/CLONE_THREAD. kill stays allowed (the zygote kills children at their
+# deadline): the only other process a child can see is the zygote, PID 1 of its namespace with
+# no handlers, to which the kernel delivers nothing from inside.
 X86_64_DENIED = {
+    # sockets and the network
     "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "socketpair": 53,
-    "accept4": 288, "fork": 57, "vfork": 58, "execve": 59, "execveat": 322,
-    "pidfd_send_signal": 424, "pidfd_getfd": 438, "rt_sigqueueinfo": 129,
-    "rt_tgsigqueueinfo": 297, "ptrace": 101, "process_vm_readv": 310,
-    "process_vm_writev": 311, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
-    "unshare": 272, "setns": 308, "bpf": 321, "keyctl": 250, "add_key": 248,
-    "request_key": 249, "perf_event_open": 298, "personality": 135, "userfaultfd": 323,
-    "init_module": 175, "finit_module": 313, "delete_module": 176, "kexec_load": 246,
-    "kexec_file_load": 320, "reboot": 169, "swapon": 167, "swapoff": 168,
-    "sethostname": 170, "setdomainname": 171, "iopl": 172, "ioperm": 173, "acct": 163,
-    "quotactl": 179, "open_by_handle_at": 304, "name_to_handle_at": 303, "setuid": 105,
-    "setgid": 106, "setreuid": 113, "setregid": 114, "setresuid": 117, "setresgid": 119,
-    "setgroups": 116, "mknod": 133, "mknodat": 259, "creat": 85, "io_uring_setup": 425,
+    "accept4": 288,
+    # new programs and processes; signals that carry data or reach through pidfds
+    "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "pidfd_send_signal": 424,
+    "pidfd_getfd": 438, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+    # other processes' memory and state
+    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
+    "process_madvise": 440, "migrate_pages": 256, "move_pages": 279,
+    # scheduling and priority: a child must not pin, renice or starve the zygote
+    "setpriority": 141, "sched_setparam": 142, "sched_setscheduler": 144,
+    "sched_setaffinity": 203, "sched_setattr": 314, "ioprio_set": 251,
+    # mounts, namespaces and the kernel
+    "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "unshare": 272,
+    "setns": 308, "bpf": 321, "keyctl": 250, "add_key": 248, "request_key": 249,
+    "perf_event_open": 298, "personality": 135, "userfaultfd": 323, "init_module": 175,
+    "finit_module": 313, "delete_module": 176, "kexec_load": 246, "kexec_file_load": 320,
+    "reboot": 169, "swapon": 167, "swapoff": 168, "sethostname": 170, "setdomainname": 171,
+    "iopl": 172, "ioperm": 173, "acct": 163, "quotactl": 179, "open_by_handle_at": 304,
+    "name_to_handle_at": 303, "syslog": 103, "vhangup": 153, "uselib": 134,
+    "lookup_dcookie": 212, "settimeofday": 164, "clock_settime": 227, "clock_adjtime": 305,
+    "adjtimex": 159, "modify_ldt": 154, "_sysctl": 156, "io_uring_setup": 425,
     "io_uring_enter": 426, "io_uring_register": 427, "fanotify_init": 300, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-    "mount_setattr": 442, "seccomp": 317, "syslog": 103, "vhangup": 153, "uselib": 134,
-    "lookup_dcookie": 212, "settimeofday": 164, "clock_settime": 227, "clock_adjtime": 305,
-    "adjtimex": 159, "modify_ldt": 154, "memfd_create": 319, "memfd_secret": 447,
+    "mount_setattr": 442, "seccomp": 317,
+    # identity
+    "setuid": 105, "setgid": 106, "setreuid": 113, "setregid": 114, "setresuid": 117,
+    "setresgid": 119, "setgroups": 116, "setfsuid": 122, "setfsgid": 123,
+    # filesystem changes (the sandbox's filesystem is read-only too; this holds where a backend
+    # mounts something writable)
+    "creat": 85, "mknod": 133, "mknodat": 259, "mkdir": 83, "mkdirat": 258, "rmdir": 84,
+    "unlink": 87, "unlinkat": 263, "rename": 82, "renameat": 264, "renameat2": 316,
+    "link": 86, "linkat": 265, "symlink": 88, "symlinkat": 266, "chmod": 90, "fchmod": 91,
+    "fchmodat": 268, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260,
+    "truncate": 76, "ftruncate": 77, "fallocate": 285, "utime": 132, "utimes": 235,
+    "utimensat": 280, "futimesat": 261, "setxattr": 188, "lsetxattr": 189,
+    "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199,
+    # state that outlives a process: SysV IPC, POSIX message queues, anonymous files
+    "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
+    "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+    "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243,
+    "mq_notify": 244, "mq_getsetattr": 245, "memfd_create": 319, "memfd_secret": 447,
+    # randomness: a program must not see the real world's entropy (determinism, docs §9.4)
+    "getrandom": 318,
 }
 X86_64_OPEN = 2  # open(path, flags, mode): flags are args[1]
 X86_64_OPENAT = 257  # openat(dirfd, path, flags, mode): flags are args[2]
@@ -121,6 +201,12 @@ WRITE_OPEN_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000
 # CLONE_VM | CLONE_THREAD and every CLONE_NEW* namespace flag: no threads, no namespaces.
 DENIED_CLONE_FLAGS = (0x100 | 0x10000 | 0x20000 | 0x02000000 | 0x04000000 | 0x08000000
                       | 0x10000000 | 0x20000000 | 0x40000000)
+
+
+def report_cap_bytes(output_limit_chars: int) -> int:
+    """The most report bytes forwarded for an execution: a value's repr of `output_limit_chars`
+    characters (at most 4 UTF-8 bytes each) behind its tag, or the longest error report."""
+    return max(1 + 4 * output_limit_chars, ERROR_REPORT_BYTES)
 
 
 def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -148,7 +234,7 @@ def build_seccomp_filter() -> bytes:
     for number in X86_64_ENOSYS:
         insns += [_bpf(BPF_JEQ_K, 0, 1, number),
                   _bpf(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS)]
-    # An argument test: if nr == number, load the argument word and return `hit` when
+    # An argument test: if nr == number, load the argument word and return `deny` when
     # (word & mask) != 0, else allow; otherwise fall through to the next rule.
     for number, offset, mask in ((X86_64_OPEN, _seccomp_data_arg_low(1), WRITE_OPEN_FLAGS),
                                  (X86_64_OPENAT, _seccomp_data_arg_low(2), WRITE_OPEN_FLAGS),
@@ -210,99 +296,210 @@ class _Discard:
         pass
 
 
-def _argument_namespace() -> dict[str, Any]:
-    inf = float("inf")
-    nan = float("nan")
-    return {
+ChildMain = Callable[[int, int, int], NoReturn]
+
+
+def make_child_main() -> ChildMain:
+    """Builds the function a forked child runs, with everything its report needs bound now.
+
+    A program can rebind module attributes (`json.dumps`, `builtins.repr`, `os.write`, this
+    module's globals) but not the closure cells below, so what it returns is reported by code it
+    did not change. The report path calls no method of any object the program made: types are
+    compared by identity, containers are walked with the builtins' own iterators, the repr is
+    taken only of exact builtin literal types, and exception text only of builtin exception
+    classes whose arguments are literals. Under policy `permissive` a program that reaches this
+    frame's closure through the interpreter's internals (frames, gc, ctypes) can still choose what
+    it itself reports; never a timeout, memory or output verdict, and never another item's
+    (docs/design.md §9.2).
+    """
+    _type, _id, _len, _repr, _str, _iter, _next = type, id, len, repr, str, iter, next
+    _callable, _memoryview, _bytes = callable, memoryview, bytes
+    _write, _read, _close, _exit, _dup2 = os.write, os.read, os.close, os._exit, os.dup2
+    _closerange, _setrlimit = os.closerange, resource.setrlimit
+    # _signal's own function: signal.signal converts through enum, which touches (and so
+    # copies, in a forked child) some hundred pages.
+    _signal, _default_int_handler = _signal_module.signal, signal.default_int_handler
+    sigint = int(signal.SIGINT)
+    _gc_disable = gc.disable
+    _chain = itertools.chain.from_iterable
+    _unpack = CHILD_HEADER.unpack_from
+    _header_size = CHILD_HEADER.size
+    _compile, _exec, _eval = compile, exec, eval
+    _type_name = type.__dict__["__name__"].__get__
+    _type_flags = type.__dict__["__flags__"].__get__
+    _exception_args = BaseException.__dict__["args"].__get__
+    _base_str = BaseException.__str__
+    heap_type_flag = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set for classes defined in Python
+    _scalars = (int, float, complex, str, bytes, bool, type(None))
+    _containers = (list, tuple, set, frozenset)
+    _end = object()
+    literal, not_literal, too_big = 0, 1, 2
+    # Module constants become cells too: a program may wipe this module's globals.
+    max_depth, type_limit, text_limit = MAX_LITERAL_DEPTH, ERROR_TYPE_LIMIT, ERROR_TEXT_LIMIT
+    megabyte, exit_ok, exit_failed = MEGABYTE, CHILD_EXIT_OK, CHILD_EXIT_FAILED
+    max_fd = MAX_OPEN_FILES * 32
+    rlimit_cpu, rlimit_as = resource.RLIMIT_CPU, resource.RLIMIT_AS
+    fixed_limits = ((resource.RLIMIT_FSIZE, (0, 0)), (resource.RLIMIT_CORE, (0, 0)),
+                    (resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES)),
+                    (resource.RLIMIT_NPROC, (0, 0)))
+    discard = _Discard()
+    argument_namespace = {
         "__builtins__": {},
         "_azr_call": lambda *args, **kwargs: (args, kwargs),
         "float": float, "set": set, "frozenset": frozenset,
-        "inf": inf, "nan": nan, "infj": complex(0, inf), "nanj": complex(0, nan),
+        "inf": float("inf"), "nan": float("nan"),
+        "infj": complex(0, float("inf")), "nanj": complex(0, float("nan")),
     }
 
-
-def _is_literal(value: Any, depth: int = 0) -> bool:
-    if depth > MAX_LITERAL_DEPTH:
+    # Plain loops, not any(): a builtin looked up at call time is one the program can rebind.
+    def is_scalar(kind: type) -> bool:
+        for scalar in _scalars:  # noqa: SIM110
+            if kind is scalar:
+                return True
         return False
-    kind = type(value)
-    if kind in LITERAL_SCALARS:
-        return True
-    if kind in (list, tuple, set, frozenset):
-        return all(_is_literal(item, depth + 1) for item in value)
-    if kind is dict:
-        return all(_is_literal(k, depth + 1) and _is_literal(v, depth + 1)
-                   for k, v in value.items())
-    return False
 
+    def is_container(kind: type) -> bool:
+        for container in _containers:
+            if kind is container:
+                return True
+        return kind is dict
 
-def _safe_text(value: object) -> str:
-    try:
-        text = str(value)
-    except BaseException:  # an exception whose __str__ raises is still reported
-        text = "<unprintable>"
-    text = text[:ERROR_TEXT_LIMIT]
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    def literal_state(value: Any, budget: int) -> int:
+        """literal, not_literal (a non-literal anywhere, a cycle, too deep) or too_big.
 
+        too_big: more than `budget` nodes, so the repr has more than `budget` characters.
+        """
+        nodes = 0
+        path: list[tuple[int, Any]] = []
+        on_path: set[int] = set()
+        current = value
+        while True:
+            nodes += 1
+            if nodes > budget:
+                return too_big
+            kind = _type(current)
+            if is_container(kind):
+                key = _id(current)
+                if key in on_path or _len(path) >= max_depth:
+                    return not_literal
+                on_path.add(key)
+                members = _chain(current.items()) if kind is dict else current
+                path.append((key, _iter(members)))
+            elif not is_scalar(kind):
+                return not_literal
+            while path:
+                key, members = path[-1]
+                current = _next(members, _end)
+                if current is not _end:
+                    break
+                path.pop()
+                on_path.discard(key)
+            else:
+                return literal
 
-def _execute(request: Request, argument_namespace: dict[str, Any]) -> Outcome:
-    """Runs inside the sandboxed child; returns the outcome dict."""
-    try:
-        args, kwargs = eval(
-            "_azr_call(" + request["args"] + "\n)", argument_namespace)
-        namespace = {"__name__": "__main__"}
-        exec(compile(request["program"], "<program>", "exec"), namespace)
-        function = namespace.get(request["entry"])
-        if not callable(function):
-            return {"kind": "no_entry",
-                    "error": f"entry function {request['entry']!r} is not defined"}
-        value = function(*args, **kwargs)
-        if not _is_literal(value):
-            return {"kind": "not_literal", "error_type": type(value).__name__,
-                    "error": f"returned a {type(value).__name__}, which is not a literal"}
-        text = repr(value)
-        if len(text) > request["output_limit"]:
-            return {"kind": "output_limit",
-                    "error": f"repr is {len(text)} characters, over the limit of "
-                             f"{request['output_limit']}"}
-        return {"kind": "value", "repr": text}
-    except MemoryError:
-        return {"kind": "memory", "error_type": "MemoryError", "error": "memory limit exceeded"}
-    except BaseException as exc:  # the program's exception is data, whatever it is
-        return {"kind": "error", "error_type": _safe_text(type(exc).__name__),
-                "error": _safe_text(exc)}
+    def exception_text(error: BaseException) -> str:
+        kind = _type(error)
+        if literal_state(_exception_args(error), 64) != literal:
+            return ""
+        if _type_flags(kind) & heap_type_flag:
+            return _base_str(error)  # a class the program defined: never its own __str__
+        return _str(error)
 
-
-def _child_main(request: Request, result_fd: int, devnull_fd: int,
-                argument_namespace: dict[str, Any]) -> NoReturn:
-    status = CHILD_EXIT_OK
-    try:
-        for fd in (0, 1, 2):
-            os.dup2(devnull_fd, fd)
-        os.closerange(3, result_fd)
-        os.closerange(result_fd + 1, MAX_OPEN_FILES * 32)
-        sys.stdout = sys.stderr = _Discard()
-        sys.stdin = None
-        cpu_seconds = max(1, math.ceil(request["timeout_s"]))
-        address_space = request["memory_mb"] * MEGABYTE
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
-        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
-        outcome = _execute(request, argument_namespace)
-        data = json.dumps(outcome).encode()
-        view = memoryview(data)
+    def report(fd: int, data: bytes, cap: int) -> None:
+        view = _memoryview(data)[:cap + 1]
         while view:
-            view = view[os.write(result_fd, view):]
-    except MemoryError:
-        status = CHILD_EXIT_MEMORY
-    except BaseException:
-        status = CHILD_EXIT_FAILED
-    os._exit(status)
+            view = view[_write(fd, view):]
+
+    def outcome(request: bytes) -> tuple[bytes, int]:
+        """Runs the request; returns the report and the cap on its bytes."""
+        cpu_s, memory_mb, output_limit, cap, entry_len, args_len, program_len = _unpack(request)
+        _setrlimit(rlimit_cpu, (cpu_s, cpu_s + 1))
+        _setrlimit(rlimit_as, (memory_mb * megabyte, memory_mb * megabyte))
+        start = _header_size
+        entry = request[start:start + entry_len].decode("utf-8", "surrogatepass")
+        start += entry_len
+        args_text = request[start:start + args_len].decode("utf-8", "surrogatepass")
+        start += args_len
+        program = request[start:start + program_len].decode("utf-8", "surrogatepass")
+        del request
+        try:
+            args, kwargs = _eval("_azr_call(" + args_text + "\n)", argument_namespace)
+            namespace = {"__name__": "__main__"}
+            _exec(_compile(program, "<program>", "exec"), namespace)
+            function = namespace.get(entry)
+            if not _callable(function):
+                return b"X", cap
+            value = function(*args, **kwargs)
+            # From here on no code of the program runs: no collection (finalizers), no
+            # methods of its objects.
+            _gc_disable()
+            state = literal_state(value, output_limit + 1)
+            if state == too_big:
+                # More nodes than the limit has characters, so the repr is over the limit:
+                # send more bytes than the cap and the zygote's count says output_limit.
+                return b"V" + b"?" * cap, cap
+            if state == not_literal:
+                return b"N" + _type_name(_type(value)).encode("utf-8", "backslashreplace"), cap
+            return b"V" + _repr(value).encode("utf-8"), cap
+        except BaseException as error:  # what the program raised is data, whatever it is
+            _gc_disable()
+            name = _type_name(_type(error))[:type_limit]
+            try:
+                text = exception_text(error)[:text_limit]
+            except BaseException:  # an unprintable exception is still reported
+                text = ""
+            return (b"E" + name.encode("utf-8", "backslashreplace") + b"\0"
+                    + text.encode("utf-8", "backslashreplace")), cap
+
+    def child_main(request_fd: int, report_fd: int, devnull_fd: int) -> NoReturn:
+        status = exit_failed
+        try:
+            for fd in (0, 1, 2):
+                _dup2(devnull_fd, fd)
+            low, high = sorted((request_fd, report_fd))
+            _closerange(3, low)
+            _closerange(low + 1, high)
+            _closerange(high + 1, max_fd)
+            for limit, values in fixed_limits:
+                _setrlimit(limit, values)
+            _signal(sigint, _default_int_handler)  # as in a fresh interpreter
+            sys.stdout = sys.stderr = discard
+            sys.stdin = None
+            chunks = []
+            while True:
+                chunk = _read(request_fd, megabyte)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            _close(request_fd)
+            request = _bytes().join(chunks)
+            del chunks
+            if _len(request) >= _header_size:  # else the zygote is gone: nothing to run
+                data, cap = outcome(request)
+                del request
+                report(report_fd, data, cap)
+                status = exit_ok
+        except BaseException:  # a child must end in _exit, never unwind into the zygote
+            status = exit_failed
+        finally:
+            _exit(status)
+
+    return child_main
 
 
 # --- the zygote --------------------------------------------------------------------------------
+
+
+class _Child:
+    """A forked child waiting for (or running) one request."""
+
+    __slots__ = ("pid", "pidfd", "report_fd", "request_fd")
+
+    def __init__(self, pid: int, pidfd: int | None, request_fd: int, report_fd: int) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.request_fd = request_fd
+        self.report_fd = report_fd
 
 
 class Zygote:
@@ -310,155 +507,215 @@ class Zygote:
         self.in_fd = in_fd
         self.out_fd = out_fd
         self.devnull_fd = os.open("/dev/null", os.O_RDWR)
-        self.argument_namespace = _argument_namespace()
         self.has_pidfd = _pidfd_works()
+        self.child_main = make_child_main()
+        # The holding pipe: report bytes pass through it on their way to stdout, so that each
+        # chunk's length is known before its record is written.
+        self.hold_read, self.hold_write = os.pipe()
+
+    # -- plumbing ------------------------------------------------------------------------------
 
     def _read_exact(self, size: int) -> bytes | None:
         chunks = []
         while size:
-            chunk = os.read(self.in_fd, min(size, 1 << 20))
+            chunk = os.read(self.in_fd, size)
             if not chunk:
                 return None
             chunks.append(chunk)
             size -= len(chunk)
         return b"".join(chunks)
 
-    def send(self, payload: object) -> None:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        view = memoryview(HEADER.pack(len(body)) + body)
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
         while view:
             view = view[os.write(self.out_fd, view):]
 
-    def fork_is_blocked(self) -> bool:
-        """Self-test: a child with RLIMIT_NPROC=0 must be unable to fork.
+    def _splice_exact(self, source: int, target: int, size: int) -> int:
+        """Moves `size` bytes from `source` to `target` in the kernel; returns how many moved
+        before `target` closed (EPIPE)."""
+        moved = 0
+        while moved < size:
+            try:
+                count = os.splice(source, target, min(size - moved, SPLICE_CHUNK))
+            except BrokenPipeError:
+                return moved
+            if count == 0:
+                raise EOFError("the host closed the stream mid-frame")
+            moved += count
+        return moved
 
-        The limit is only enforced for unprivileged users; a zygote started by root without a
-        uid switch would let programs fork, so the service refuses such a zygote.
-        """
-        probe = {"program": "import os\ndef f():\n    os.fork()\n", "entry": "f", "args": "",
-                 "timeout_s": 2.0, "memory_mb": 256, "output_limit": 100}
-        outcome = self.run_one(probe)
-        return outcome.get("kind") == "error" and outcome.get("error_type") in (
-            "BlockingIOError", "PermissionError")
+    def _discard(self, source: int, size: int) -> None:
+        if self._splice_exact(source, self.devnull_fd, size) != size:
+            raise OSError(errno.EIO, "cannot discard into /dev/null")
 
-    def serve(self) -> None:
-        self.send({"kind": "hello", "protocol": RUNNER_PROTOCOL, "pid": os.getpid(),
-                   "python": sys.version.split()[0],
-                   # The seed only counts if the interpreter read the environment (-E/-I
-                   # make it ignore PYTHONHASHSEED): report None then, and the host refuses.
-                   "hash_seed": None if sys.flags.ignore_environment
-                   else os.environ.get("PYTHONHASHSEED"),
-                   "fork_blocked": self.fork_is_blocked()})
-        while True:
-            header = self._read_exact(HEADER.size)
-            if header is None:
-                return
-            body = self._read_exact(HEADER.unpack(header)[0])
-            if body is None:
-                return
-            requests = json.loads(body)
-            self.send([self.run_one(request) for request in requests])
+    # -- children -------------------------------------------------------------------------------
 
-    def run_one(self, request: Request) -> Outcome:
-        read_fd, write_fd = os.pipe()
-        started = time.monotonic()
+    def fork_child(self) -> _Child:
+        request_read, request_write = os.pipe()
+        report_read, report_write = os.pipe()
         pid = os.fork()
         if pid == 0:
-            os.close(read_fd)
-            _child_main(request, write_fd, self.devnull_fd, self.argument_namespace)
-        os.close(write_fd)
-        deadline = started + request["timeout_s"]
-        # A repr of N characters is at most ~6N bytes once JSON-escaped, plus the envelope.
-        read_cap = request["output_limit"] * 6 + 4096
-        data, overflow, timed_out = self._collect(read_fd, deadline, read_cap)
-        os.close(read_fd)
-        status = None
-        if not (overflow or timed_out):
-            status = self._wait_exit(pid, deadline)
-            timed_out = status is None
-        if status is None:
-            _kill(pid)
-            _, status = os.waitpid(pid, 0)
-        elapsed_ms = (time.monotonic() - started) * 1000.0
-        outcome = self._classify(data, status, overflow, timed_out, request)
-        outcome["duration_ms"] = round(elapsed_ms, 3)
-        return outcome
+            self.child_main(request_read, report_write, self.devnull_fd)  # never returns
+        os.close(request_read)
+        os.close(report_write)
+        pidfd = os.pidfd_open(pid) if self.has_pidfd else None
+        return _Child(pid, pidfd, request_write, report_read)
 
-    def _collect(self, read_fd: int, deadline: float,
-                 read_cap: int) -> tuple[bytes, bool, bool]:
+    def run_item(self, child: _Child, index: int, body_size: int, timeout_ms: int,
+                 report_cap: int) -> None:
+        """Hands one request to `child`, forwards its report, and says how it ended."""
+        moved = self._splice_exact(self.in_fd, child.request_fd, body_size)
+        os.close(child.request_fd)
+        started = time.monotonic()
+        forwarded = 0
+        if moved < body_size:
+            self._discard(self.in_fd, body_size - moved)
+            ending = ENDING_LOST
+        else:
+            deadline = started + timeout_ms / 1000.0
+            ending, forwarded = self._forward_report(child, index, deadline, report_cap)
+            if ending == ENDING_EXITED and not self._exits_by(child, deadline):
+                ending = ENDING_DEADLINE
+        if ending != ENDING_EXITED:
+            _kill(child.pid)
+        os.close(child.report_fd)
+        _, status, usage = os.wait4(child.pid, 0)
+        if child.pidfd is not None:
+            os.close(child.pidfd)
+        wall_us = int((time.monotonic() - started) * 1e6)
+        cpu_us = int((usage.ru_utime + usage.ru_stime) * 1e6)
+        self._write_all(DONE_RECORD.pack(RECORD_DONE, index, ending, status, cpu_us,
+                                         usage.ru_maxrss, usage.ru_minflt, wall_us, forwarded))
+
+    def _forward_report(self, child: _Child, index: int, deadline: float,
+                        report_cap: int) -> tuple[int, int]:
         poller = select.poll()
-        poller.register(read_fd, select.POLLIN)
-        chunks: list[bytes] = []
-        size = 0
+        poller.register(child.report_fd, select.POLLIN)
+        forwarded = 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return b"".join(chunks), False, True
+                return ENDING_DEADLINE, forwarded
             if not poller.poll(remaining * 1000.0):
                 continue
-            chunk = os.read(read_fd, READ_CHUNK)
-            if not chunk:
-                return b"".join(chunks), False, False
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > read_cap:
-                return b"", True, False
+            count = os.splice(child.report_fd, self.hold_write, SPLICE_CHUNK)
+            if count == 0:
+                return ENDING_EXITED, forwarded
+            if forwarded + count > report_cap:
+                self._discard(self.hold_read, count)
+                return ENDING_OVERFLOW, forwarded
+            self._write_all(CHUNK_RECORD.pack(RECORD_CHUNK, index, count))
+            if self._splice_exact(self.hold_read, self.out_fd, count) != count:
+                raise EOFError("the host closed the stream")
+            forwarded += count
 
-    def _wait_exit(self, pid: int, deadline: float) -> int | None:
-        """The child closed its pipe: reap it, waiting at most until the deadline.
-
-        Returns the wait status, or None if the child is still running at the deadline.
-        """
-        if self.has_pidfd:
-            pidfd = os.pidfd_open(pid)
-            try:
-                poller = select.poll()
-                poller.register(pidfd, select.POLLIN)
-                remaining = max(0.0, deadline - time.monotonic())
-                if not poller.poll(remaining * 1000.0):
-                    return None
-            finally:
-                os.close(pidfd)
-            return os.waitpid(pid, 0)[1]
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return status
+    def _exits_by(self, child: _Child, deadline: float) -> bool:
+        """The child closed its report pipe: whether it exits before the deadline."""
+        if child.pidfd is not None:
+            poller = select.poll()
+            poller.register(child.pidfd, select.POLLIN)
+            return bool(poller.poll(max(0.0, deadline - time.monotonic()) * 1000.0))
+        while os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
             if time.monotonic() >= deadline:
-                return None
+                return False
             time.sleep(0.0005)
+        return True
 
-    def _classify(self, data: bytes, status: int, overflow: bool, timed_out: bool,
-                  request: Request) -> Outcome:
-        if timed_out:
-            return {"kind": "timeout",
-                    "error": f"exceeded the {request['timeout_s']:.3g}s wall-clock limit"}
-        if overflow:
-            return {"kind": "output_limit", "error": "result exceeded the output limit"}
-        if os.WIFSIGNALED(status):
-            signum = os.WTERMSIG(status)
-            if signum in (signal.SIGXCPU, signal.SIGKILL):
-                return {"kind": "timeout", "error": "exceeded the CPU-time limit"}
+    # -- the loop -------------------------------------------------------------------------------
+
+    def self_test(self) -> int:
+        """Forks a probe child that tries what no program may do; returns the bits that held."""
+        pid = os.fork()
+        if pid == 0:
+            _probe_main(self.devnull_fd)
+        _, status = os.waitpid(pid, 0)
+        return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0
+
+    def serve(self, hash_seed: str | None) -> None:
+        self._write_hello(hash_seed, self.self_test())
+        spare: _Child | None = None
+        while True:
+            if spare is None:
+                # Forked while the zygote waits for the host: the next item's fork costs it
+                # nothing. No other child exists now, and this one holds no request yet.
+                spare = self.fork_child()
+            header = self._read_exact(FRAME_HEADER.size)
+            if header is None:
+                break
+            (count,) = FRAME_HEADER.unpack(header)
+            if not 0 < count <= MAX_ITEMS_PER_FRAME:
+                raise ValueError(f"frame of {count} items")
+            for index in range(count):
+                item = self._read_exact(ITEM_HEADER.size)
+                if item is None:
+                    raise EOFError("the host closed the stream mid-frame")
+                body_size, timeout_ms, report_cap = ITEM_HEADER.unpack(item)
+                child = spare if spare is not None else self.fork_child()
+                spare = None
+                self.run_item(child, index, body_size, timeout_ms, report_cap)
+        if spare is not None:
+            _kill(spare.pid)
+            os.waitpid(spare.pid, 0)
+
+    def _write_hello(self, hash_seed: str | None, probe_bits: int) -> None:
+        hello = json.dumps({
+            "kind": "hello", "protocol": RUNNER_PROTOCOL, "pid": os.getpid(),
+            "python": sys.version.split()[0],
+            # The seed only counts if the interpreter read the environment (-E/-I make it
+            # ignore PYTHONHASHSEED): report None then, and the host refuses.
+            "hash_seed": None if sys.flags.ignore_environment else hash_seed,
+            "probe": probe_bits, "pidfd": self.has_pidfd,
+        }).encode()
+        self._write_all(HELLO_RECORD.pack(RECORD_HELLO, len(hello)) + hello)
+
+
+def _probe_main(devnull_fd: int) -> NoReturn:
+    """A child under the same limits as every other that tries the forbidden; exits with the
+    bits of the protections that held."""
+    bits = 0
+    try:
+        for fd in (0, 1, 2):
+            os.dup2(devnull_fd, fd)
+        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+        try:
+            if os.fork() == 0:
+                os._exit(0)
+        except OSError:
+            bits |= PROBE_FORK_BLOCKED
+        try:
+            os.urandom(1)
+        except (OSError, RuntimeError, NotImplementedError):
+            bits |= PROBE_RANDOMNESS_BLOCKED
+        written = 0
+        for path in ("/azr-probe", "/dev/azr-probe", "/dev/shm/azr-probe", "/tmp/azr-probe"):
+            with contextlib.suppress(OSError):
+                os.mkdir(path)
+                written += 1
+            with contextlib.suppress(OSError):
+                os.close(os.open(path + "-file", os.O_WRONLY | os.O_CREAT, 0o600))
+                written += 1
+        if not written:
+            bits |= PROBE_FILESYSTEM_READ_ONLY
+        refused = 0
+        for call in (lambda: os.sched_setaffinity(1, {0}),
+                     lambda: os.setpriority(os.PRIO_PROCESS, 1, 19),
+                     lambda: os.sched_setscheduler(1, os.SCHED_IDLE, os.sched_param(0))):
             try:
-                name = signal.Signals(signum).name
-            except ValueError:
-                name = f"signal {signum}"
-            return {"kind": "crash", "error_type": name, "error": "killed by " + name}
-        if data:
-            try:
-                outcome = json.loads(data)
-                if isinstance(outcome, dict) and isinstance(outcome.get("kind"), str):
-                    return outcome
-            except ValueError:
-                pass
-            return {"kind": "crash", "error_type": "MalformedResult",
-                    "error": "the child wrote a result that is not valid JSON"}
-        code = os.WEXITSTATUS(status)
-        if code == CHILD_EXIT_MEMORY:
-            return {"kind": "memory", "error_type": "MemoryError",
-                    "error": "memory limit exceeded while reporting"}
-        return {"kind": "crash", "error_type": "NoResult",
-                "error": f"the child exited with status {code} without a result"}
+                call()
+            except OSError:
+                refused += 1
+        if refused == 3:
+            bits |= PROBE_SCHEDULING_BLOCKED
+        # Signals to PID 1 must be dropped by the kernel: if one were delivered, the zygote
+        # would die here and the host would get no hello. (Only where the zygote is PID 1.)
+        if os.getppid() == 1:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+                with contextlib.suppress(OSError):
+                    os.kill(1, signum)
+    except BaseException:  # report what held so far
+        pass
+    os._exit(bits)
 
 
 def _pidfd_works() -> bool:
@@ -480,22 +737,58 @@ def _preload() -> None:
     for name in PRELOADED_MODULES:
         with contextlib.suppress(ImportError):
             __import__(name)
+    # The first compile() in a process builds the AST node types (hundreds of objects); done
+    # here, every child inherits them instead of building them itself.
+    compile("def f(x):\n    return [x for _ in (1,)]\n", "<warm-up>", "exec")
+
+
+def _shift_heap(layout: str | None) -> list[Any]:
+    """Keeps a secret, per-zygote number of blocks of every small-object size class and some
+    malloc space: addresses (`id`, default reprs) then differ between zygotes of different
+    layout indexes even in their low bits, which ASLR leaves alone."""
+    if not layout:
+        return []
+    index_text, _, secret_text = layout.partition(":")
+    index, state = int(index_text), int(secret_text)
+
+    def secret_base() -> int:  # a 64-bit LCG over the secret: 6 fresh secret bits per call
+        nonlocal state
+        state = (state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        return state >> 58
+
+    def count() -> int:
+        # Secret per pool start; distinct between indexes (3 * index mod 64 repeats only after
+        # 64 zygotes).
+        return (secret_base() + 3 * index) % 64
+
+    kept: list[Any] = [object() for _ in range(count())]  # the 16-byte class
+    for size_class in range(3, 33):  # pymalloc's 16-byte size classes from 48 to 512 bytes
+        payload = size_class * 16 - 33  # a bytes object is 33 bytes plus its payload
+        kept.extend(bytes(payload - 1) + bytes((n % 256,)) for n in range(count()))
+    kept.extend((n, n) for n in range(count()))  # tuples: the 32-byte class with GC header
+    kept.append(bytearray(1 + secret_base() * 128 + 4099 * index))  # glibc's heap too
+    return kept
 
 
 def main() -> None:
-    import gc
-
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # PID 1 of its namespace: with no handler installed, the kernel drops every signal a child
+    # sends it (Python's default SIGINT handler would let SIGINT through).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    hash_seed = os.environ.get(ENV_HASH_SEED)
+    layout = os.environ.get(ENV_LAYOUT)
+    os.environ.clear()  # unsets each variable too: no child can read the seed or the layout
     zygote = Zygote()  # opens /dev/null, which the filter would refuse afterwards
     install_seccomp()
     for name in [name for name in sys.modules if name.split(".")[0] in ("ctypes", "_ctypes")]:
         del sys.modules[name]
     _preload()
+    zygote.heap_shift = _shift_heap(layout)  # type: ignore[attr-defined]
     gc.collect()
     # Objects that exist now are never collected; children forked later then share these
     # pages instead of copying them when the collector walks the heap.
     gc.freeze()
-    zygote.serve()
+    zygote.serve(hash_seed)
 
 
 if __name__ == "__main__":
