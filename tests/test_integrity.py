@@ -564,10 +564,12 @@ def test_randomness_sources_fail_inside_the_sandbox(shared: Engine) -> None:
 
 ADDRESS_DERIVED = [
     ("id_low_bits", "def f(x):\n    return id(object()) % 4096\n"),
-    ("id_of_list", "def f(x):\n    return id([x]) % 4096\n"),
     ("object_hash", "def f(x):\n    return hash(object()) % 4096\n"),
     ("default_repr", "def f(x):\n    return repr(object())\n"),
-    ("big_bytes_id", "def f(x):\n    return id(bytes(1000)) % 4096\n"),
+    ("bytes_id", "def f(x):\n    return id(bytes(30 + x)) % 4096\n"),
+    # Not here: floats, lists, dicts and small tuples are recycled through CPython's free
+    # lists, and buffers over 512 bytes through malloc's; the layout shift does not reach
+    # their order (docs/design.md §9.4).
 ]
 
 

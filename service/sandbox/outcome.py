@@ -21,8 +21,10 @@ from azr_verify.service.sandbox.protocol import (
     Ending,
     ExecOutcome,
     ExecRequest,
+    Mode,
     Observation,
     OutcomeKind,
+    Stream,
 )
 
 MALFORMED = "MalformedReport"
@@ -35,12 +37,52 @@ KIB = 1024
 MIB = 1024 * 1024
 
 
-def decode(request: ExecRequest, observation: Observation, report: bytes) -> ExecOutcome:
-    """One execution's outcome from the zygote's observation and the child's report bytes."""
+def expected_streams(mode: Mode) -> tuple[Stream, ...]:
+    """The output streams a child of that mode writes."""
+    return (Stream.STDOUT, Stream.STDERR) if mode is Mode.SCRIPT else (Stream.REPORT,)
+
+
+def decode(request: ExecRequest, observation: Observation,
+           outputs: dict[Stream, bytes]) -> ExecOutcome:
+    """One execution's outcome from the zygote's observation and the child's output bytes."""
     duration_ms = round(observation.wall_us / 1000.0, 3)
-    outcome = _decide(request, observation, report)
+    if request.mode is Mode.SCRIPT:
+        stdout, stderr = outputs.get(Stream.STDOUT, b""), outputs.get(Stream.STDERR, b"")
+        outcome = _decide_script(request, observation, stderr)
+        return ExecOutcome(kind=outcome.kind, error_type=outcome.error_type,
+                           error=outcome.error, duration_ms=duration_ms, stdout=stdout,
+                           stderr=stderr, exit_code=outcome.exit_code)
+    outcome = _decide(request, observation, outputs.get(Stream.REPORT, b""))
     return ExecOutcome(kind=outcome.kind, repr=outcome.repr, error_type=outcome.error_type,
                        error=outcome.error, duration_ms=duration_ms)
+
+
+def _decide_script(request: ExecRequest, observation: Observation,
+                   stderr: bytes) -> ExecOutcome:
+    """A script's outcome: what it wrote is data and its exit status is its own; limits come
+    from observations, as for calls."""
+    if observation.ending is Ending.LOST:
+        return ExecOutcome.sandbox_failure("the sandbox lost the request before it ran")
+    if observation.ending is Ending.DEADLINE:
+        return ExecOutcome(OutcomeKind.TIMEOUT,
+                           error=f"exceeded the {request.timeout_s:.3g}s wall-clock limit")
+    if observation.ending is Ending.OVERFLOW:
+        return ExecOutcome(OutcomeKind.OUTPUT_LIMIT,
+                           error=f"wrote more than {request.output_limit} bytes to stdout or "
+                                 "stderr")
+    status = observation.wait_status
+    if os.WIFSIGNALED(status):
+        return _killed(request, observation, os.WTERMSIG(status))
+    if not os.WIFEXITED(status):
+        return _crash(NO_RESULT, f"the child ended with wait status {status}")
+    code = os.WEXITSTATUS(status)
+    # The interpreter's last words on an uncaught MemoryError, backed by the kernel's figure.
+    last_line = stderr.rstrip().rpartition(b"\n")[2]
+    if code == 1 and last_line.startswith(b"MemoryError") \
+            and _memory_exhausted(request, observation):
+        return ExecOutcome(OutcomeKind.MEMORY, error_type="MemoryError",
+                           error="memory limit exceeded", exit_code=code)
+    return ExecOutcome(OutcomeKind.EXITED, exit_code=code)
 
 
 def _decide(request: ExecRequest, observation: Observation, report: bytes) -> ExecOutcome:

@@ -27,7 +27,7 @@ from azr_verify.service.errors import (
     ZygoteDiedError,
 )
 from azr_verify.service.sandbox import runner
-from azr_verify.service.sandbox.outcome import decode
+from azr_verify.service.sandbox.outcome import decode, expected_streams
 from azr_verify.service.sandbox.protocol import (
     CHUNK_RECORD,
     DONE_RECORD,
@@ -38,6 +38,7 @@ from azr_verify.service.sandbox.protocol import (
     ExecRequest,
     Observation,
     RecordType,
+    Stream,
     ZygoteConnection,
     ZygoteLauncher,
     ZygoteSecrets,
@@ -235,23 +236,28 @@ class _Worker(threading.Thread):
         """Reads one item's chunk records and its done record; ValueError or ZygoteDiedError
         when the zygote breaks the protocol (it, not the item, is then at fault)."""
         budget = request.timeout_s + ANSWER_GRACE_S
-        report = bytearray()
+        streams: dict[int, bytearray] = {stream: bytearray()
+                                         for stream in expected_streams(request.mode)}
         while True:
             kind = connection.recv_exact(1, budget)[0]
             if kind == RecordType.CHUNK:
-                chunk_index, size = CHUNK_RECORD.unpack(
+                chunk_index, stream, size = CHUNK_RECORD.unpack(
                     bytes((kind,)) + connection.recv_exact(CHUNK_RECORD.size - 1, budget))[1:]
-                if chunk_index != index or len(report) + size > request.report_cap:
-                    raise ValueError(f"chunk record out of order or over the cap "
-                                     f"(item {chunk_index}, {size} bytes)")
-                report += connection.recv_exact(size, budget)
+                received = streams.get(stream)
+                if chunk_index != index or received is None \
+                        or len(received) + size > request.report_cap:
+                    raise ValueError(f"chunk record out of order, of another stream or over "
+                                     f"the cap (item {chunk_index}, stream {stream}, "
+                                     f"{size} bytes)")
+                received += connection.recv_exact(size, budget)
             elif kind == RecordType.DONE:
                 observation = Observation.unpack(
                     connection.recv_exact(DONE_RECORD.size - 1, budget))
                 if observation.index != index:
                     raise ValueError(f"done record for item {observation.index}, "
                                      f"expected {index}")
-                return decode(request, observation, bytes(report)), observation
+                outputs = {Stream(stream): bytes(data) for stream, data in streams.items()}
+                return decode(request, observation, outputs), observation
             else:
                 raise ValueError(f"unexpected record type {kind}")
 

@@ -51,6 +51,21 @@ class Ending(IntEnum):
     LOST = runner.ENDING_LOST  # gone before it received its whole request (infrastructure)
 
 
+class Mode(IntEnum):
+    """What an execution does with the program."""
+
+    CALL = runner.MODE_CALL  # call entry(<args>) and report the value (triples)
+    SCRIPT = runner.MODE_SCRIPT  # run it as a script on stdin; capture stdout, stderr, status
+
+
+class Stream(IntEnum):
+    """Which of a child's outputs a chunk record carries."""
+
+    REPORT = runner.STREAM_REPORT
+    STDOUT = runner.STREAM_STDOUT
+    STDERR = runner.STREAM_STDERR
+
+
 class OutcomeKind(StrEnum):
     """What one execution did, as decided on the trusted side (`outcome.decode`)."""
 
@@ -63,11 +78,14 @@ class OutcomeKind(StrEnum):
     NO_ENTRY = "no_entry"  # the entry function is not defined after running the program
     CRASH = "crash"  # died from a signal, exited without a report, or sent a malformed one
     SANDBOX_ERROR = "sandbox_error"  # infrastructure: the zygote died or lost the request
+    EXITED = "exited"  # a script ended by itself; `exit_code` is its status
 
 
 @dataclass(frozen=True, slots=True)
 class ExecRequest:
-    """One execution of `entry(<args>)` after running `program` in fresh globals."""
+    """One execution: `entry(<args>)` after running `program` in fresh globals (`Mode.CALL`),
+    or `program` run as a script with `stdin` (`Mode.SCRIPT`; `output_limit` then caps each of
+    stdout and stderr in bytes)."""
 
     program: str
     entry: str
@@ -75,6 +93,8 @@ class ExecRequest:
     timeout_s: float
     memory_mb: int
     output_limit: int
+    mode: Mode = Mode.CALL
+    stdin: bytes = b""
 
     @property
     def cpu_seconds(self) -> int:
@@ -83,7 +103,9 @@ class ExecRequest:
 
     @property
     def report_cap(self) -> int:
-        """The most report bytes the zygote forwards before it kills the child."""
+        """The most bytes per stream the zygote forwards before it kills the child."""
+        if self.mode is Mode.SCRIPT:
+            return self.output_limit
         return runner.report_cap_bytes(self.output_limit)
 
     def encode(self) -> bytes:
@@ -91,12 +113,13 @@ class ExecRequest:
         entry = self.entry.encode("utf-8", "surrogatepass")
         args = self.args.encode("utf-8", "surrogatepass")
         program = self.program.encode("utf-8", "surrogatepass")
-        body = CHILD_HEADER.pack(self.cpu_seconds, self.memory_mb, self.output_limit,
-                                 self.report_cap, len(entry), len(args), len(program))
+        body = CHILD_HEADER.pack(self.mode, self.cpu_seconds, self.memory_mb,
+                                 self.output_limit, self.report_cap, len(entry), len(args),
+                                 len(program))
         timeout_ms = max(1, round(self.timeout_s * 1000))
-        header = ITEM_HEADER.pack(len(body) + len(entry) + len(args) + len(program), timeout_ms,
-                                  self.report_cap)
-        return b"".join((header, body, entry, args, program))
+        header = ITEM_HEADER.pack(self.mode, len(body) + len(entry) + len(args) + len(program),
+                                  len(self.stdin), timeout_ms, self.report_cap)
+        return b"".join((header, body, entry, args, program, self.stdin))
 
 
 def encode_frame(requests: list[ExecRequest]) -> bytes:
@@ -137,6 +160,10 @@ class ExecOutcome:
     error_type: str | None = None
     error: str | None = None
     duration_ms: float = 0.0
+    # Scripts (`Mode.SCRIPT`): what they wrote, and their exit status when they exited.
+    stdout: bytes | None = None
+    stderr: bytes | None = None
+    exit_code: int | None = None
 
     @classmethod
     def sandbox_failure(cls, message: str) -> ExecOutcome:

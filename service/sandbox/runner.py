@@ -43,34 +43,42 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-RUNNER_PROTOCOL = 2
+RUNNER_PROTOCOL = 3
 
 # --- the wire ----------------------------------------------------------------------------------
 # host -> zygote: a frame is FRAME_HEADER (item count) then, per item, ITEM_HEADER and its body.
 FRAME_HEADER = struct.Struct(">I")
-# body bytes, wall-clock limit in milliseconds, most report bytes the zygote forwards.
-ITEM_HEADER = struct.Struct(">III")
+# mode, body bytes, stdin bytes (after the body; script mode), wall-clock limit in milliseconds,
+# most bytes the zygote forwards per output stream.
+ITEM_HEADER = struct.Struct(">BIIII")
 # The body, encoded by the host and read by the child alone: CHILD_HEADER, then the entry name,
 # the call arguments and the program, UTF-8 (surrogates passed through).
-# CPU seconds, address-space MB, output limit in characters, report cap in bytes, then the
-# byte lengths of the entry name, the arguments and the program.
-CHILD_HEADER = struct.Struct(">IIIIHII")
+# mode, CPU seconds, address-space MB, output limit in characters, report cap in bytes, then
+# the byte lengths of the entry name, the arguments and the program.
+CHILD_HEADER = struct.Struct(">BIIIIHII")
+# Modes: call `entry(<args>)` and report its value, or run the program as a script with the
+# item's stdin and capture what it writes to stdout and stderr, and its exit status.
+MODE_CALL = 0
+MODE_SCRIPT = 1
 MAX_ITEMS_PER_FRAME = 4096
 
 # zygote -> host: records, each starting with its type byte.
 RECORD_HELLO = 0  # HELLO_RECORD, then that many bytes of JSON (the zygote's own facts)
-RECORD_CHUNK = 1  # CHUNK_RECORD, then that many bytes of the child's report
+RECORD_CHUNK = 1  # CHUNK_RECORD, then that many bytes of one of the child's output streams
 RECORD_DONE = 2  # DONE_RECORD: what the zygote observed about the child
 HELLO_RECORD = struct.Struct(">BI")
-CHUNK_RECORD = struct.Struct(">BII")  # type, item index, length
+CHUNK_RECORD = struct.Struct(">BIBI")  # type, item index, stream, length
+STREAM_REPORT = 0  # a call's report (see REPORT_*)
+STREAM_STDOUT = 1  # a script's fd 1
+STREAM_STDERR = 2  # a script's fd 2
 # type, item index, ending, wait status, CPU microseconds, peak RSS KiB, minor page faults,
-# wall microseconds, report bytes forwarded
+# wall microseconds, bytes forwarded (all streams)
 DONE_RECORD = struct.Struct(">BIBiQQQQI")
 
 # How an execution ended, as the zygote saw it.
 ENDING_EXITED = 0  # the child ended by itself (an exit, or a signal the zygote did not send)
 ENDING_DEADLINE = 1  # the zygote killed it at its wall-clock deadline
-ENDING_OVERFLOW = 2  # the zygote killed it for reporting more bytes than the cap
+ENDING_OVERFLOW = 2  # the zygote killed it for writing more bytes than the cap to a stream
 ENDING_LOST = 3  # the child was gone before it received its whole request (infrastructure)
 
 # The child's report: a tag byte, then its fields.
@@ -296,10 +304,19 @@ class _Discard:
         pass
 
 
-ChildMain = Callable[[int, int, int], NoReturn]
+ChildMain = Callable[..., NoReturn]
 
 
-def make_child_main() -> ChildMain:
+def _lazy_print_exception(error: BaseException, file: Any) -> None:
+    """A script's uncaught exception on its stderr, as the interpreter prints it (traceback
+    is imported only by the scripts that need it)."""
+    import traceback
+
+    tail = error.__traceback__.tb_next if error.__traceback__ is not None else None
+    traceback.print_exception(type(error), error, tail, file=file)
+
+
+def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
     """Builds the function a forked child runs, with everything its report needs bound now.
 
     A program can rebind module attributes (`json.dumps`, `builtins.repr`, `os.write`, this
@@ -311,6 +328,10 @@ def make_child_main() -> ChildMain:
     frame's closure through the interpreter's internals (frames, gc, ctypes) can still choose what
     it itself reports; never a timeout, memory or output verdict, and never another item's
     (docs/design.md §9.2).
+
+    `shift` holds, per kind of small object, the position (mod 16) in its allocator pool at
+    which a child leaves the next one right before it calls the entry function (see
+    `layout_shift` and `align_allocators`).
     """
     _type, _id, _len, _repr, _str, _iter, _next = type, id, len, repr, str, iter, next
     _callable, _memoryview, _bytes = callable, memoryview, bytes
@@ -338,6 +359,9 @@ def make_child_main() -> ChildMain:
     max_depth, type_limit, text_limit = MAX_LITERAL_DEPTH, ERROR_TYPE_LIMIT, ERROR_TEXT_LIMIT
     megabyte, exit_ok, exit_failed = MEGABYTE, CHILD_EXIT_OK, CHILD_EXIT_FAILED
     max_fd = MAX_OPEN_FILES * 32
+    mode_script = MODE_SCRIPT
+    _open, suppress = open, contextlib.suppress
+    _print_exception = _lazy_print_exception
     rlimit_cpu, rlimit_as = resource.RLIMIT_CPU, resource.RLIMIT_AS
     fixed_limits = ((resource.RLIMIT_FSIZE, (0, 0)), (resource.RLIMIT_CORE, (0, 0)),
                     (resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES)),
@@ -350,6 +374,40 @@ def make_child_main() -> ChildMain:
         "inf": float("inf"), "nan": float("nan"),
         "infj": complex(0, float("inf")), "nanj": complex(0, float("nan")),
     }
+    # Where the program's first small objects go: see align_allocators.
+    align_kinds = ALIGNED_KINDS[:len(shift)]
+    attempts, pool_bytes, pool_header = ALIGN_ATTEMPTS, POOL_BYTES, POOL_HEADER_BYTES
+    align_run = ALIGN_RUN
+    held_slots = len(align_kinds) * attempts
+    _zip, _range = zip, range
+
+    def align_allocators(held: list[Any]) -> None:
+        """Leaves each kind's allocator so that its next object lands at a pool position that
+        depends on the zygote's layout index (`shift`), whatever the child's heap held before.
+
+        For each kind it makes objects, keeping them in `held`, until ALIGN_RUN in a row came
+        from consecutive blocks (the pool's freed blocks are spent and it is being carved in
+        order) and the last one sits at a position congruent to the target mod 16 with room
+        after it; the
+        next object of that kind then lands one block further. Targets of different seed groups
+        differ, so `id(object()) % 4096` and the like differ between determinism runs
+        (docs/design.md §9.4). Bounded: at most ALIGN_ATTEMPTS objects per kind. Like
+        everything here it uses only names bound before the program ran.
+        """
+        slot = 0
+        for (maker, maker_args, block, offset), target in _zip(align_kinds, shift):
+            capacity = (pool_bytes - pool_header) // block
+            previous, run = -1, 0
+            for _ in _range(attempts):
+                made = maker(*maker_args)
+                held[slot] = made
+                slot += 1
+                address = _id(made) - offset
+                run = run + 1 if address == previous + block else 0
+                position = (address % pool_bytes - pool_header) // block
+                if run >= align_run and position % 16 == target and position + 1 < capacity:
+                    break
+                previous = address
 
     # Plain loops, not any(): a builtin looked up at call time is one the program can rebind.
     def is_scalar(kind: type) -> bool:
@@ -412,7 +470,8 @@ def make_child_main() -> ChildMain:
 
     def outcome(request: bytes) -> tuple[bytes, int]:
         """Runs the request; returns the report and the cap on its bytes."""
-        cpu_s, memory_mb, output_limit, cap, entry_len, args_len, program_len = _unpack(request)
+        (_, cpu_s, memory_mb, output_limit, cap, entry_len, args_len,
+         program_len) = _unpack(request)
         _setrlimit(rlimit_cpu, (cpu_s, cpu_s + 1))
         _setrlimit(rlimit_as, (memory_mb * megabyte, memory_mb * megabyte))
         start = _header_size
@@ -429,7 +488,11 @@ def make_child_main() -> ChildMain:
             function = namespace.get(entry)
             if not _callable(function):
                 return b"X", cap
+            # Held in a list sized once: a growing list would free and reuse small blocks.
+            held: list[Any] = [None] * held_slots
+            align_allocators(held)
             value = function(*args, **kwargs)
+            del held
             # From here on no code of the program runs: no collection (finalizers), no
             # methods of its objects.
             _gc_disable()
@@ -451,15 +514,58 @@ def make_child_main() -> ChildMain:
             return (b"E" + name.encode("utf-8", "backslashreplace") + b"\0"
                     + text.encode("utf-8", "backslashreplace")), cap
 
-    def child_main(request_fd: int, report_fd: int, devnull_fd: int) -> NoReturn:
+    def run_script(request: bytes, streams: tuple[int, int, int]) -> int:
+        """Runs the program as `python program.py` would, with fds 0-2 on the zygote's pipes;
+        returns the exit status. What it writes there is data; the exit status is its own."""
+        _, cpu_s, memory_mb, _, _, entry_len, args_len, program_len = _unpack(request)
+        start = _header_size + entry_len + args_len
+        program = request[start:start + program_len].decode("utf-8", "surrogatepass")
+        del request
+        for target, fd in enumerate(streams):
+            _dup2(fd, target)
+            _close(fd)
+        # As the interpreter sets them up in the C/UTF-8 locale (an empty environment).
+        sys.stdin = _open(0, "r", encoding="utf-8", errors="surrogateescape", closefd=False)
+        out = sys.stdout = _open(1, "w", encoding="utf-8", errors="surrogateescape",
+                                 closefd=False)
+        err = sys.stderr = _open(2, "w", encoding="utf-8", errors="backslashreplace",
+                                 closefd=False, buffering=1)
+        _setrlimit(rlimit_cpu, (cpu_s, cpu_s + 1))
+        _setrlimit(rlimit_as, (memory_mb * megabyte, memory_mb * megabyte))
+        status = 0
+        try:
+            _exec(_compile(program, "<program>", "exec"), {"__name__": "__main__"})
+        except SystemExit as exit_request:
+            code = exit_request.code
+            if code is None:
+                status = 0
+            elif _type(code) is int:
+                status = int(code) & 0xFF
+            else:
+                status = 1
+                with suppress(BaseException):
+                    err.write(_str(code) + "\n")
+        except BaseException as error:
+            status = 1
+            with suppress(BaseException):
+                _print_exception(error, file=err)  # without this frame, as python prints it
+        for stream in (out, err):
+            with suppress(BaseException):
+                stream.flush()
+        return status
+
+    def child_main(request_fd: int, report_fd: int, devnull_fd: int,
+                   streams: tuple[int, int, int] | None = None) -> NoReturn:
         status = exit_failed
         try:
             for fd in (0, 1, 2):
                 _dup2(devnull_fd, fd)
-            low, high = sorted((request_fd, report_fd))
-            _closerange(3, low)
-            _closerange(low + 1, high)
-            _closerange(high + 1, max_fd)
+            kept = sorted((request_fd, report_fd, *(streams or ())))
+            low = 3
+            for fd in kept:
+                _closerange(low, fd)
+                low = fd + 1
+            _closerange(low, max_fd)
             for limit, values in fixed_limits:
                 _setrlimit(limit, values)
             _signal(sigint, _default_int_handler)  # as in a fresh interpreter
@@ -474,7 +580,12 @@ def make_child_main() -> ChildMain:
             _close(request_fd)
             request = _bytes().join(chunks)
             del chunks
-            if _len(request) >= _header_size:  # else the zygote is gone: nothing to run
+            if _len(request) < _header_size:
+                pass  # the zygote is gone: nothing to run
+            elif request[0] == mode_script and streams is not None:
+                _close(report_fd)
+                status = run_script(request, streams)
+            else:
                 data, cap = outcome(request)
                 del request
                 report(report_fd, data, cap)
@@ -491,24 +602,27 @@ def make_child_main() -> ChildMain:
 
 
 class _Child:
-    """A forked child waiting for (or running) one request."""
+    """A forked child waiting for (or running) one request, and the zygote's ends of its pipes:
+    the request, the output streams it reads (fd -> stream id), a script's stdin."""
 
-    __slots__ = ("pid", "pidfd", "report_fd", "request_fd")
+    __slots__ = ("outputs", "pid", "pidfd", "request_fd", "stdin_fd")
 
-    def __init__(self, pid: int, pidfd: int | None, request_fd: int, report_fd: int) -> None:
+    def __init__(self, pid: int, pidfd: int | None, request_fd: int, outputs: dict[int, int],
+                 stdin_fd: int | None) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.request_fd = request_fd
-        self.report_fd = report_fd
+        self.outputs = outputs
+        self.stdin_fd = stdin_fd
 
 
 class Zygote:
-    def __init__(self, in_fd: int = 0, out_fd: int = 1) -> None:
+    def __init__(self, in_fd: int = 0, out_fd: int = 1, layout: str | None = None) -> None:
         self.in_fd = in_fd
         self.out_fd = out_fd
         self.devnull_fd = os.open("/dev/null", os.O_RDWR)
         self.has_pidfd = _pidfd_works()
-        self.child_main = make_child_main()
+        self.child_main = make_child_main(layout_shift(layout))
         # The holding pipe: report bytes pass through it on their way to stdout, so that each
         # chunk's length is known before its record is written.
         self.hold_read, self.hold_write = os.pipe()
@@ -550,35 +664,50 @@ class Zygote:
 
     # -- children -------------------------------------------------------------------------------
 
-    def fork_child(self) -> _Child:
+    def fork_child(self, script: bool = False) -> _Child:
         request_read, request_write = os.pipe()
         report_read, report_write = os.pipe()
+        if script:
+            stdin_read, stdin_write = os.pipe()
+            stdout_read, stdout_write = os.pipe()
+            stderr_read, stderr_write = os.pipe()
         pid = os.fork()
-        if pid == 0:
-            self.child_main(request_read, report_write, self.devnull_fd)  # never returns
+        if pid == 0:  # never returns
+            self.child_main(request_read, report_write, self.devnull_fd,
+                            (stdin_read, stdout_write, stderr_write) if script else None)
         os.close(request_read)
         os.close(report_write)
         pidfd = os.pidfd_open(pid) if self.has_pidfd else None
-        return _Child(pid, pidfd, request_write, report_read)
+        if not script:
+            return _Child(pid, pidfd, request_write, {report_read: STREAM_REPORT}, None)
+        os.close(report_read)
+        for fd in (stdin_read, stdout_write, stderr_write):
+            os.close(fd)
+        return _Child(pid, pidfd, request_write,
+                      {stdout_read: STREAM_STDOUT, stderr_read: STREAM_STDERR}, stdin_write)
 
-    def run_item(self, child: _Child, index: int, body_size: int, timeout_ms: int,
-                 report_cap: int) -> None:
-        """Hands one request to `child`, forwards its report, and says how it ended."""
+    def run_item(self, child: _Child, index: int, body_size: int, stdin_size: int,
+                 timeout_ms: int, cap: int) -> None:
+        """Hands one request to `child`, forwards what it writes, and says how it ended."""
         moved = self._splice_exact(self.in_fd, child.request_fd, body_size)
         os.close(child.request_fd)
         started = time.monotonic()
         forwarded = 0
         if moved < body_size:
-            self._discard(self.in_fd, body_size - moved)
+            self._discard(self.in_fd, body_size - moved + stdin_size)
             ending = ENDING_LOST
         else:
             deadline = started + timeout_ms / 1000.0
-            ending, forwarded = self._forward_report(child, index, deadline, report_cap)
+            ending, forwarded, stdin_left = self._forward(child, index, deadline, cap,
+                                                          stdin_size)
+            self._discard(self.in_fd, stdin_left)
             if ending == ENDING_EXITED and not self._exits_by(child, deadline):
                 ending = ENDING_DEADLINE
         if ending != ENDING_EXITED:
             _kill(child.pid)
-        os.close(child.report_fd)
+        for fd in (*child.outputs, *(() if child.stdin_fd is None else (child.stdin_fd,))):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         _, status, usage = os.wait4(child.pid, 0)
         if child.pidfd is not None:
             os.close(child.pidfd)
@@ -587,27 +716,72 @@ class Zygote:
         self._write_all(DONE_RECORD.pack(RECORD_DONE, index, ending, status, cpu_us,
                                          usage.ru_maxrss, usage.ru_minflt, wall_us, forwarded))
 
-    def _forward_report(self, child: _Child, index: int, deadline: float,
-                        report_cap: int) -> tuple[int, int]:
+    def _forward(self, child: _Child, index: int, deadline: float, cap: int,
+                 stdin_size: int) -> tuple[int, int, int]:
+        """Moves the child's output streams to the host (and a script's stdin to the child)
+        until every stream ends, the deadline passes or a stream exceeds the cap.
+
+        Returns the ending, the bytes forwarded, and the stdin bytes never delivered (the
+        caller discards them so that the host's stream stays in step)."""
         poller = select.poll()
-        poller.register(child.report_fd, select.POLLIN)
+        open_outputs = dict(child.outputs)
+        for fd in open_outputs:
+            poller.register(fd, select.POLLIN)
+        stdin_left = stdin_size
+        if child.stdin_fd is not None:
+            if stdin_left:
+                poller.register(child.stdin_fd, select.POLLOUT)
+            else:
+                os.close(child.stdin_fd)
+                child.stdin_fd = None
+        counts = dict.fromkeys(open_outputs.values(), 0)
         forwarded = 0
-        while True:
+        while open_outputs:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return ENDING_DEADLINE, forwarded
-            if not poller.poll(remaining * 1000.0):
-                continue
-            count = os.splice(child.report_fd, self.hold_write, SPLICE_CHUNK)
-            if count == 0:
-                return ENDING_EXITED, forwarded
-            if forwarded + count > report_cap:
-                self._discard(self.hold_read, count)
-                return ENDING_OVERFLOW, forwarded
-            self._write_all(CHUNK_RECORD.pack(RECORD_CHUNK, index, count))
-            if self._splice_exact(self.hold_read, self.out_fd, count) != count:
-                raise EOFError("the host closed the stream")
-            forwarded += count
+                return ENDING_DEADLINE, forwarded, stdin_left
+            for fd, _ in poller.poll(remaining * 1000.0):
+                if fd == child.stdin_fd:
+                    stdin_left = self._feed_stdin(child, poller, stdin_left)
+                    continue
+                stream = open_outputs.get(fd)
+                if stream is None:
+                    continue
+                count = os.splice(fd, self.hold_write, SPLICE_CHUNK)
+                if count == 0:
+                    poller.unregister(fd)
+                    del open_outputs[fd]
+                    continue
+                if counts[stream] + count > cap:
+                    self._discard(self.hold_read, count)
+                    return ENDING_OVERFLOW, forwarded, stdin_left
+                counts[stream] += count
+                self._write_all(CHUNK_RECORD.pack(RECORD_CHUNK, index, stream, count))
+                if self._splice_exact(self.hold_read, self.out_fd, count) != count:
+                    raise EOFError("the host closed the stream")
+                forwarded += count
+        return ENDING_EXITED, forwarded, stdin_left
+
+    def _feed_stdin(self, child: _Child, poller: Any, left: int) -> int:
+        """One splice of the item's stdin from the host's stream into the child's stdin;
+        returns the bytes still to deliver (or to discard, once the script stops reading)."""
+        assert child.stdin_fd is not None
+        try:
+            moved = os.splice(self.in_fd, child.stdin_fd, min(left, SPLICE_CHUNK),
+                              flags=os.SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            return left
+        except BrokenPipeError:  # the script closed its stdin or ended
+            moved = 0
+        else:
+            if moved == 0:
+                raise EOFError("the host closed the stream mid-item")
+        left -= moved
+        if not left or not moved:
+            poller.unregister(child.stdin_fd)
+            os.close(child.stdin_fd)
+            child.stdin_fd = None
+        return left
 
     def _exits_by(self, child: _Child, deadline: float) -> bool:
         """The child closed its report pipe: whether it exits before the deadline."""
@@ -633,12 +807,13 @@ class Zygote:
 
     def serve(self, hash_seed: str | None) -> None:
         self._write_hello(hash_seed, self.self_test())
-        spare: _Child | None = None
+        # The next child is always forked at the same point, right after the previous one was
+        # reaped (or now), before the zygote reads anything: every child then starts from the
+        # same heap, whatever came before, so the layout shift alone decides where its objects
+        # go; and its fork is off the critical path. It holds no request until it gets its own,
+        # and no other child exists meanwhile.
+        spare = self.fork_child()
         while True:
-            if spare is None:
-                # Forked while the zygote waits for the host: the next item's fork costs it
-                # nothing. No other child exists now, and this one holds no request yet.
-                spare = self.fork_child()
             header = self._read_exact(FRAME_HEADER.size)
             if header is None:
                 break
@@ -649,13 +824,24 @@ class Zygote:
                 item = self._read_exact(ITEM_HEADER.size)
                 if item is None:
                     raise EOFError("the host closed the stream mid-frame")
-                body_size, timeout_ms, report_cap = ITEM_HEADER.unpack(item)
-                child = spare if spare is not None else self.fork_child()
-                spare = None
-                self.run_item(child, index, body_size, timeout_ms, report_cap)
-        if spare is not None:
-            _kill(spare.pid)
-            os.waitpid(spare.pid, 0)
+                mode, body_size, stdin_size, timeout_ms, cap = ITEM_HEADER.unpack(item)
+                child = spare
+                if mode == MODE_SCRIPT:
+                    # A script child has pipes the spare lacks; the spare goes first, so that
+                    # there is still never more than one child.
+                    self._discard_child(spare)
+                    child = self.fork_child(script=True)
+                self.run_item(child, index, body_size, stdin_size, timeout_ms, cap)
+                spare = self.fork_child()
+        self._discard_child(spare)
+
+    def _discard_child(self, child: _Child) -> None:
+        _kill(child.pid)
+        os.waitpid(child.pid, 0)
+        for fd in (child.request_fd, *child.outputs):
+            os.close(fd)
+        if child.pidfd is not None:
+            os.close(child.pidfd)
 
     def _write_hello(self, hash_seed: str | None, probe_bits: int) -> None:
         hello = json.dumps({
@@ -742,32 +928,39 @@ def _preload() -> None:
     compile("def f(x):\n    return [x for _ in (1,)]\n", "<warm-up>", "exec")
 
 
-def _shift_heap(layout: str | None) -> list[Any]:
-    """Keeps a secret, per-zygote number of blocks of every small-object size class and some
-    malloc space: addresses (`id`, default reprs) then differ between zygotes of different
-    layout indexes even in their low bits, which ASLR leaves alone."""
+POOL_BYTES = 4096  # CPython 3.11's pymalloc pool
+POOL_HEADER_BYTES = 48
+GC_HEADER_BYTES = 16
+ALIGN_ATTEMPTS = 300  # per kind
+ALIGN_RUN = 3  # consecutive blocks in a row that show the pool is being carved in order
+# Small objects that come straight from pymalloc's size classes (no free list of their own in
+# front), each with a maker, its block size and the offset of the object in its block. Floats,
+# lists, dicts and small tuples are recycled through CPython's per-type free lists, whose order
+# the child cannot see: their addresses are not aligned (docs/design.md §9.4).
+ALIGNED_KINDS: tuple[tuple[Callable[..., Any], tuple[Any, ...], int, int], ...] = (
+    (object, (), 16, 0),
+    *((bytes, (size - 33,), size, 0) for size in (48, 64, 80, 96, 112, 128)),
+)
+
+
+def layout_shift(layout: str | None) -> tuple[int, ...]:
+    """The pool position (mod 16) at which a child leaves each kind of `ALIGNED_KINDS`, from
+    the zygote's layout "<index>:<secret>": secret per pool start, different between any two
+    indexes below 16."""
     if not layout:
-        return []
+        return ()
     index_text, _, secret_text = layout.partition(":")
-    index, state = int(index_text), int(secret_text)
+    index, secret = int(index_text), int(secret_text)
+    return tuple(((secret >> (4 * kind)) + index) % 16 for kind in range(len(ALIGNED_KINDS)))
 
-    def secret_base() -> int:  # a 64-bit LCG over the secret: 6 fresh secret bits per call
-        nonlocal state
-        state = (state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
-        return state >> 58
 
-    def count() -> int:
-        # Secret per pool start; distinct between indexes (3 * index mod 64 repeats only after
-        # 64 zygotes).
-        return (secret_base() + 3 * index) % 64
-
-    kept: list[Any] = [object() for _ in range(count())]  # the 16-byte class
-    for size_class in range(3, 33):  # pymalloc's 16-byte size classes from 48 to 512 bytes
-        payload = size_class * 16 - 33  # a bytes object is 33 bytes plus its payload
-        kept.extend(bytes(payload - 1) + bytes((n % 256,)) for n in range(count()))
-    kept.extend((n, n) for n in range(count()))  # tuples: the 32-byte class with GC header
-    kept.append(bytearray(1 + secret_base() * 128 + 4099 * index))  # glibc's heap too
-    return kept
+def _shift_malloc(layout: str | None) -> bytearray | None:
+    """Moves glibc's heap top by a secret amount, distinct per index (784-byte steps), for
+    objects too large for the small-object allocator."""
+    if not layout:
+        return None
+    index_text, _, secret_text = layout.partition(":")
+    return bytearray(16 + (int(secret_text) % 64) * 4096 + 784 * int(index_text))
 
 
 def main() -> None:
@@ -778,12 +971,12 @@ def main() -> None:
     hash_seed = os.environ.get(ENV_HASH_SEED)
     layout = os.environ.get(ENV_LAYOUT)
     os.environ.clear()  # unsets each variable too: no child can read the seed or the layout
-    zygote = Zygote()  # opens /dev/null, which the filter would refuse afterwards
+    zygote = Zygote(layout=layout)  # opens /dev/null, which the filter would refuse afterwards
     install_seccomp()
     for name in [name for name in sys.modules if name.split(".")[0] in ("ctypes", "_ctypes")]:
         del sys.modules[name]
     _preload()
-    zygote.heap_shift = _shift_heap(layout)  # type: ignore[attr-defined]
+    zygote.malloc_shift = _shift_malloc(layout)  # type: ignore[attr-defined]
     gc.collect()
     # Objects that exist now are never collected; children forked later then share these
     # pages instead of copying them when the collector walks the heap.
