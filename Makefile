@@ -52,7 +52,13 @@ dockerd: ## start dockerd in the background when none answers
 sandbox-image: dockerd ## build the docker sandbox image (no-op when unchanged)
 	bash sandbox_images/python/build.sh $(SANDBOX_IMAGE)
 
-test: setup dockerd sandbox-image ## run the whole suite (real bwrap, redis-server, dockerd)
+# A component that is missing (bwrap, redis-server, dockerd, the sandbox image) fails the tests
+# that need it; `AZR_VERIFY_ALLOW_SKIP=1 make test` skips them instead (tests/servers.py).
+test: ## run the whole suite (real bwrap, redis-server, dockerd); missing components fail it
+	@$(MAKE) --no-print-directory system-deps dockerd sandbox-image || { \
+	  [ "$$AZR_VERIFY_ALLOW_SKIP" = 1 ] && \
+	  echo "make test: set-up incomplete; tests needing what is missing will skip (AZR_VERIFY_ALLOW_SKIP=1)"; }
+	@$(MAKE) --no-print-directory venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy service client trainer_adapter
 	$(VENV)/bin/pytest

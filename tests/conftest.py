@@ -34,6 +34,28 @@ def engine(engine_settings: Settings) -> Iterator[Engine]:
         started.close()
 
 
+@pytest.fixture(autouse=True)
+def _sandbox_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests marked `sandbox` fail when the session engine answered from its cache during them
+    (see tests/guards.py); `sandbox(cache_hits=N)` expects exactly N hits."""
+    marker = request.node.get_closest_marker("sandbox")
+    if marker is None:
+        yield
+        return
+    if "engine" not in request.fixturenames:
+        pytest.fail("the sandbox marker guards the session engine; this test does not use it "
+                    "(check its results with tests.guards.assert_executed instead)")
+    engine: Engine = request.getfixturevalue("engine")
+    expected = int(marker.kwargs.get("cache_hits", 0))
+    before = engine.stats().cache_hits
+    yield
+    hits = engine.stats().cache_hits - before
+    if hits != expected:
+        pytest.fail(f"the engine answered {hits} check(s) from its cache during this test "
+                    f"(expected {expected}): use tests.guards.fresh() program text so the "
+                    "sandbox really runs")
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

@@ -11,6 +11,7 @@ import httpx
 
 from azr_verify.service.config import Settings
 
+from .guards import assert_executed
 from .servers import REPO, free_port, require_bwrap, settings_env, wait_until
 
 
@@ -38,6 +39,7 @@ def test_serve_answers_and_shuts_down_cleanly(tmp_path: Path) -> None:
                  "output": "42"}]})
             assert response.status_code == 200, response.text
             assert response.json()["results"][0]["verdict"] == "accepted"
+            assert_executed(response.json()["results"])  # a new server: nothing cached
             assert client.get("/v1/info").json()["mode"] == "embedded"
             assert client.get("/docs").status_code == 200
     finally:
