@@ -146,9 +146,21 @@ class WorkerProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the worker does nothing until thawed; a chunk it already received stays
+        with it, answered by nobody (an event the test controls, not a race)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is None or not self.alive():
             return
+        self.process.send_signal(signal.SIGCONT)  # a frozen worker cannot act on SIGTERM
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(15)
@@ -165,6 +177,58 @@ def settings_env(settings: Settings) -> dict[str, str]:
         text = value if isinstance(value, str) else json.dumps(value)
         env[f"AZR_VERIFY_{name.upper()}"] = text
     return env
+
+
+class ServeProcess:
+    """`azr-verify serve` as a real subprocess, ready once /readyz answers 200."""
+
+    def __init__(self, settings: Settings, log_path: Path, port: int | None = None) -> None:
+        self.settings = settings
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "azr_verify.service.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port)], env=settings_env(self.settings), cwd=REPO,
+            stdout=log, stderr=log)
+        log.close()
+        wait_until(self.ready, 120, f"azr-verify serve on port {self.port}", interval_s=0.1)
+
+    def ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"azr-verify serve exited: {self.log_path.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+@contextmanager
+def serve_process(settings: Settings, log_path: Path, port: int | None = None
+                  ) -> Iterator[ServeProcess]:
+    server = ServeProcess(settings, log_path, port)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 class ApiServer:
