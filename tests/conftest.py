@@ -11,7 +11,13 @@ import pytest
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 
-from .servers import require_bwrap
+from .servers import (
+    CLIENT_MAX_ITEMS,
+    ServeProcess,
+    client_service_settings,
+    require_bwrap,
+    serve_process,
+)
 
 # Planted before any sandbox starts: hostile programs must not be able to read it.
 PLANTED_SECRET = "azr-test-secret-7f3a9c"
@@ -68,3 +74,14 @@ def service_url(engine_settings: Settings, engine: Engine) -> Iterator[str]:
 
     with api_server(engine_settings, engine) as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def client_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """A real `azr-verify serve` subprocess with its result cache off, shared by the client's
+    test modules (see servers.client_service_settings)."""
+    require_bwrap()
+    root = tmp_path_factory.mktemp("client-service")
+    settings = client_service_settings(root / "data", max_items=CLIENT_MAX_ITEMS)
+    with serve_process(settings, root / "serve.log") as server:
+        yield server

@@ -30,6 +30,9 @@ from azr_verify.service.engine import Engine
 
 REPO = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server")
+# The real `azr-verify serve` of the client's tests (conftest.client_service).
+CLIENT_KEY = "client-key"
+CLIENT_MAX_ITEMS = 300
 
 
 # Opt-out for machines without every component: tests that need a missing one skip instead
@@ -220,6 +223,14 @@ class ServeProcess:
                 self.process.wait(10)
 
 
+def client_service_settings(data_dir: Path, max_items: int) -> Settings:
+    """The real service the client's tests talk to: API key, tight limits (so 413 and 429
+    are reachable), and no result cache, so every check really runs in a sandbox."""
+    return Settings(workers=2, data_dir=data_dir, api_keys={"client": CLIENT_KEY},
+                    max_items=max_items, max_queue_depth=max_items, overload_retry_after_s=1,
+                    cache_size=0)
+
+
 @contextmanager
 def serve_process(settings: Settings, log_path: Path, port: int | None = None
                   ) -> Iterator[ServeProcess]:
@@ -269,6 +280,16 @@ def api_server(settings: Settings, engine: Engine | None = None) -> Iterator[Api
         yield server
     finally:
         server.stop()
+
+
+def posts_answered(url: str, status: int, route: str = "/v1/check") -> float:
+    """How many POSTs to `route` the server at `url` answered with `status`, by its own
+    request metrics (the way to count a real server's requests without instrumenting it)."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    wanted = f'azr_verify_request_seconds_count{{method="POST",route="{route}",' \
+             f'status="{status}"}} '
+    return sum(float(line[len(wanted):]) for line in text.splitlines()
+               if line.startswith(wanted))
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
