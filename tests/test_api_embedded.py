@@ -185,7 +185,7 @@ def test_audit_export_cli_writes_jsonl(server: ApiServer, client: httpx.Client,
     done = subprocess.run(
         [sys.executable, "-m", "azr_verify.service.cli", "audit", "export", "--verdict",
          "unsafe", "-o", str(out)], env=settings_env(server.settings), cwd=REPO,
-        capture_output=True, text=True, timeout=60)
+        capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert lines and all(line["verdict"] == "unsafe" for line in lines)
