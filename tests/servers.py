@@ -127,6 +127,7 @@ class WorkerProcess:
         self.env = env
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.frozen = False
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -154,11 +155,13 @@ class WorkerProcess:
         with it, answered by nobody (an event the test controls, not a race)."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        self.frozen = True
 
     def thaw(self) -> None:
         if self.alive():
             assert self.process is not None
             self.process.send_signal(signal.SIGCONT)
+        self.frozen = False
 
     def stop(self) -> None:
         if self.process is None or not self.alive():
