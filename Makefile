@@ -59,7 +59,13 @@ sandbox-image: dockerd ## build the docker sandbox image (no-op when unchanged)
 service-image: venv dockerd ## build the image docker-compose and Kubernetes run (no-op when unchanged)
 	bash deploy/build-images.sh $(SERVICE_IMAGE)
 
-test: setup dockerd sandbox-image service-image ## run the whole suite (real bwrap, redis-server, dockerd, compose)
+# A component that is missing (bwrap, redis-server, dockerd, the images) fails the tests that
+# need it; `AZR_VERIFY_ALLOW_SKIP=1 make test` skips them instead (tests/servers.py).
+test: ## run the whole suite (real bwrap, redis-server, dockerd, compose); missing components fail it
+	@$(MAKE) --no-print-directory system-deps dockerd sandbox-image service-image || { \
+	  [ "$$AZR_VERIFY_ALLOW_SKIP" = 1 ] && \
+	  echo "make test: set-up incomplete; tests needing what is missing will skip (AZR_VERIFY_ALLOW_SKIP=1)"; }
+	@$(MAKE) --no-print-directory venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy service client trainer_adapter
 	$(VENV)/bin/pytest

@@ -202,6 +202,7 @@ class ErrorBody(BaseModel):
 
     code: str
     message: str
+    details: list[dict[str, Any]] | None = None
 
 
 class ErrorEnvelope(BaseModel):

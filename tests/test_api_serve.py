@@ -11,6 +11,7 @@ import httpx
 
 from azr_verify.service.config import Settings
 
+from .guards import assert_executed
 from .servers import REPO, free_port, require_bwrap, settings_env, wait_until
 
 
@@ -27,17 +28,18 @@ def test_serve_answers_and_shuts_down_cleanly(tmp_path: Path) -> None:
         def ready() -> bool:
             assert process.poll() is None, (tmp_path / "serve.log").read_text()
             try:
-                return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+                return httpx.get(f"{url}/readyz", timeout=10).status_code == 200
             except httpx.TransportError:
                 return False
 
-        wait_until(ready, 60, "azr-verify serve", interval_s=0.1)
+        wait_until(ready, 120, "azr-verify serve", interval_s=0.1)
         with httpx.Client(base_url=url, timeout=30) as client:
             response = client.post("/v1/check", json={"items": [
                 {"id": 1, "program": "def f(x):\n    return x * 2", "input": "21",
                  "output": "42"}]})
             assert response.status_code == 200, response.text
             assert response.json()["results"][0]["verdict"] == "accepted"
+            assert_executed(response.json()["results"])  # a new server: nothing cached
             assert client.get("/v1/info").json()["mode"] == "embedded"
             assert client.get("/docs").status_code == 200
     finally:

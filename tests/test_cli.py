@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .guards import assert_executed
 from .servers import require_bwrap
 
 CLI = [sys.executable, "-m", "azr_verify.service.cli"]
@@ -64,6 +65,9 @@ def test_check_jsonl_in_order_with_bad_lines(tmp_path: Path) -> None:
     assert set(rows[0]) >= {"id", "verdict", "output", "error_type", "error", "violations",
                             "duration_ms", "cached"}
     assert "7 triples" in result.stderr and "accepted=1" in result.stderr
+    # A new process has an empty cache: the two runnable rows ran in a sandbox.
+    assert_executed([rows[0], rows[3]])
+    assert rows[0]["output"] == "42" and rows[0]["duration_ms"] > 0
 
 
 def test_check_reads_stdin_and_policy_flag() -> None:
@@ -71,7 +75,11 @@ def test_check_reads_stdin_and_policy_flag() -> None:
     strict = run_cli("check", "-", "-q", stdin=line + "\n")
     loose = run_cli("check", "-", "-q", "--policy", "permissive", stdin=line + "\n")
     assert json.loads(strict.stdout)["verdict"] == "unsafe"
-    assert json.loads(loose.stdout) | {"duration_ms": 0} == {
+    assert json.loads(strict.stdout)["violations"] == [
+        {"rule": "import_denied", "name": "os", "line": 1}]
+    ran = json.loads(loose.stdout)
+    assert ran["duration_ms"] > 0
+    assert ran | {"duration_ms": 0} == {
         "id": None, "verdict": "accepted", "output": "'/'", "error_type": None, "error": None,
         "violations": [], "duration_ms": 0, "cached": False, "limits": None}
 

@@ -1,15 +1,22 @@
 """Distributed mode end to end: a real redis-server, two real `azr-verify worker` processes and
 the real API on uvicorn. The module shares one cluster; the disruptive tests (SIGKILL a worker,
-restart Redis) run last and leave the cluster whole again."""
+a poison chunk, restart Redis) run last and leave the cluster whole again.
+
+Nothing here samples a moving state and hopes: a test that needs work to be in flight freezes
+the workers (SIGSTOP) so that the state it looks at cannot change, and counters that workers
+update just after answering a chunk are read once they have settled.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +26,16 @@ import pytest
 import redis
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
+from azr_verify.service.models import CheckItem, PolicyName
+from azr_verify.service.queue.batches import BatchSubmitter, chunk_job_id, new_batch_id
+from azr_verify.service.queue.keys import Keys
 
+from .guards import assert_executed, fresh, token
 from .servers import (
     REPO,
     ApiServer,
@@ -40,7 +52,16 @@ from .test_api_embedded import NONDETERMINISTIC, UNSAFE, metric
 
 KEY = "dist-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+CHUNK = 8
+RETRIES = 3
 SLOW = "def f(x):\n    s = 0\n    for i in range(x):\n        s += i\n    return s"
+
+
+def slow_items(count: int, size: int) -> list[dict[str, Any]]:
+    """`count` accepted items, one fresh program: their sums of range(size + k)."""
+    program = fresh(SLOW)
+    return [{"id": k, "program": program, "input": str(size + k),
+             "output": str((size + k) * (size + k - 1) // 2)} for k in range(count)]
 
 
 @dataclass
@@ -61,6 +82,8 @@ class Cluster:
 
     def ensure_workers(self, count: int = 2) -> None:
         """Replaces dead workers and waits until `count` report to Redis."""
+        for worker in self.workers:
+            worker.thaw()
         self.workers = [w for w in self.workers if w.alive()]
         while len(self.workers) < count:
             worker = WorkerProcess(settings_env(self.settings),
@@ -73,6 +96,104 @@ class Cluster:
     def redis_client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis.url)
 
+    def queue(self) -> Queue:
+        return Queue(self.settings.queue_name, connection=self.redis_client(),
+                     serializer=JSONSerializer)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys.from_settings(self.settings)
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every worker stopped (SIGSTOP) inside the block, thawed after it."""
+        for worker in self.workers:
+            worker.freeze()
+        try:
+            yield
+        finally:
+            for worker in self.workers:
+                worker.thaw()
+
+    def submit_while_frozen(self, c: httpx.Client, make_items: Callable[[], list[dict[str, Any]]]
+                            ) -> tuple[list[dict[str, Any]], str]:
+        """POSTs a job while every worker is frozen in its wait on the queue, so that each has
+        received exactly one chunk (checked: the queue is short by one chunk per worker).
+        A worker caught between two waits spoils an attempt; its job is let finish and the
+        next attempt sends fresh items. Returns with the workers frozen (inside `frozen()`)
+        or thawed (outside it), as the caller had them."""
+        queue = self.queue()
+        for _attempt in range(5):
+            items = make_items()
+            was_frozen = [worker.frozen for worker in self.workers]
+            for worker in self.workers:
+                worker.freeze()
+            created = c.post("/v1/jobs", json={"items": items})
+            assert created.status_code == 202, created.text
+            job_id: str = created.json()["job_id"]
+            chunks = -(-len(items) // CHUNK)
+            if queue.count == chunks - len(self.workers):
+                for worker, frozen in zip(self.workers, was_frozen, strict=True):
+                    if not frozen:
+                        worker.thaw()
+                return items, job_id
+            for worker in self.workers:
+                worker.thaw()
+            wait_until(lambda j=job_id: c.get(f"/v1/jobs/{j}").json()["status"] == "finished",
+                       120, "a spoilt attempt's job")
+            wait_until(self.all_idle, 60, "the workers to go back to waiting")
+        pytest.fail("the workers were never all waiting on the queue at once")
+
+    def all_idle(self) -> bool:
+        states = [r.get_state() for w in self.workers for r in self.rq_workers(w.pid)]
+        return bool(states) and all(state == "idle" for state in states)
+
+    def rq_workers(self, pid: int) -> list[Worker]:
+        """RQ's registrations of one worker process (one per reconnection)."""
+        return [w for w in Worker.all(queue=self.queue()) if w.pid == pid]
+
+    def jobs_done(self, key: str) -> dict[int, int]:
+        """Per worker process: its RQ `successful_job_count` or `failed_job_count`."""
+        return {w.pid: sum(getattr(r, key) for r in self.rq_workers(w.pid))
+                for w in self.workers}
+
+    def metrics(self) -> str:
+        with self.client() as c:
+            return c.get("/metrics").text
+
+    def settled(self, read: Callable[[str], float], expected: float, what: str) -> None:
+        """Workers bump counters just after answering a chunk: wait until `read` reaches
+        `expected`, then require exactly that (a duplicate count would overshoot)."""
+        wait_until(lambda: read(self.metrics()) >= expected, 60, what)
+        assert read(self.metrics()) == expected, what
+
+    def freeze_one_holding_a_chunk(self) -> tuple[WorkerProcess, str]:
+        """A worker frozen while it runs a chunk nobody has answered yet, and that chunk's
+        job id. Found by looking at busy workers; decided only once frozen (a frozen worker
+        cannot finish its chunk between the check and what the test does next)."""
+        conn = self.redis_client()
+        queue = self.queue()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            # Only live processes: a killed worker's registration outlives it for a while.
+            ours = {w.pid: w for w in self.workers if w.alive()}
+            busy = [w.pid for w in Worker.all(queue=queue)
+                    if w.pid in ours and w.get_state() == "busy" and w.get_current_job_id()]
+            for pid in busy:
+                worker = ours[pid]
+                worker.freeze()
+                held = next((w.get_current_job_id() for w in self.rq_workers(pid)
+                             if w.get_current_job_id()), None)
+                if held is not None:
+                    batch_id, index = held.rsplit("-", 1)
+                    job = Job.fetch(held, connection=conn, serializer=JSONSerializer)
+                    if job.get_status() == JobStatus.STARTED and not conn.exists(
+                            self.keys.chunk_result(batch_id, int(index))):
+                        return worker, held
+                worker.thaw()
+            time.sleep(0.01)
+        raise TimeoutError("no worker was seen holding an unanswered chunk")
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
@@ -83,8 +204,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     server.start()
     settings = Settings(
         workers=2, data_dir=root / "data", redis_url=server.url, api_keys={"ci": KEY},
-        chunk_size=8, queue_name=f"test-{uuid.uuid4().hex[:8]}", worker_heartbeat_s=1,
-        reap_interval_s=0.5, redis_timeout_s=1.0, check_timeout_s=90, job_retries=3)
+        chunk_size=CHUNK, queue_name=f"test-{uuid.uuid4().hex[:8]}", worker_heartbeat_s=1,
+        reap_interval_s=0.5, redis_timeout_s=5.0, check_timeout_s=120, job_retries=RETRIES)
     cluster = Cluster(server, settings, ApiServer(settings), [], root)
     try:
         cluster.api.start()
@@ -104,8 +225,9 @@ def embedded(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield running
 
 
-def mixed_batch(tag: str) -> list[dict[str, Any]]:
-    """Every kind of verdict, with programs unique to `tag` (so nothing is cached)."""
+def mixed_batch(tag: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every kind of verdict, with programs unique to `tag` (so nothing is cached), and the
+    verdict each item must get."""
     items: list[dict[str, Any]] = [
         {"id": f"{tag}-ok-{i}", "program": f"def f(x):\n    return x * {i}  # {tag}",
          "input": str(i), "output": str(i * i)} for i in range(20)]
@@ -124,7 +246,11 @@ def mixed_batch(tag: str) -> list[dict[str, Any]]:
         {"id": "dict", "program": f"def f(x):\n    return {{'b': 1, 'a': [x, 2.5]}}  # {tag}",
          "input": "(1, 2)", "output": "{'a': [(1, 2), 2.5], 'b': 1}"},
     ]
-    return items
+    verdicts = {f"{tag}-ok-{i}": "accepted" for i in range(20)} | {
+        "wrong": "wrong_output", "raise": "runtime_error", "unsafe": "unsafe",
+        "syntax": "syntax_error", "nondet": "nondeterministic", "gen": "not_literal",
+        "loop": "timeout", "huge": "output_limit", "dict": "accepted"}
+    return items, verdicts
 
 
 def comparable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,8 +266,9 @@ def comparable(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.sandbox
 def test_results_identical_to_embedded_mode(cluster: Cluster, embedded: ApiServer) -> None:
-    batch = mixed_batch("same")
+    batch, expected = mixed_batch(token())
     with cluster.client() as c:
         distributed = c.post("/v1/check", json={"items": batch})
     with embedded.client() as c:
@@ -149,129 +276,173 @@ def test_results_identical_to_embedded_mode(cluster: Cluster, embedded: ApiServe
     assert distributed.status_code == local.status_code == 200, distributed.text
     got, want = distributed.json()["results"], local.json()["results"]
     assert len(got) == len(batch) > cluster.settings.chunk_size * 3  # several chunks
+    assert_executed(got)
+    assert_executed(want)
     assert comparable(got) == comparable(want)
-    verdicts = {r["id"]: r["verdict"] for r in got}
-    assert verdicts["nondet"] == "nondeterministic"
-    assert verdicts["loop"] == "timeout"
-    assert verdicts["gen"] == "not_literal"
-    assert verdicts["dict"] == "accepted"
+    assert {r["id"]: r["verdict"] for r in got} == expected
 
 
 def test_both_workers_take_chunks(cluster: Cluster) -> None:
-    before = {w.pid: 0 for w in cluster.workers}
-    items = [{"id": i, "program": SLOW, "input": str(300_000 + i)} for i in range(48)]
-    conn = cluster.redis_client()
-    queue = Queue(cluster.settings.queue_name, connection=conn)
-    busy: set[int] = set()
+    """Each waiting worker takes a chunk as soon as the batch is queued: with both frozen at
+    that moment, each has received one (the queue is two short), so each runs at least one,
+    which RQ's own per-worker job counters confirm."""
+    before = cluster.jobs_done("successful_job_count")
     with cluster.client() as c:
-        job_id = c.post("/v1/jobs", json={"items": items}).json()["job_id"]
+        items, job_id = cluster.submit_while_frozen(c, lambda: slow_items(48, 300_000))
+        wait_until(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] == "finished", 120,
+                   "the job")
+        results = c.get(f"/v1/jobs/{job_id}").json()["results"]
+    assert [r["verdict"] for r in results] == ["accepted"] * len(items)
+    assert_executed(results)
+    chunks = len(items) // CHUNK
 
-        def done() -> bool:
-            busy.update(int(w.pid) for w in Worker.all(connection=conn, queue=queue)
-                        if w.get_state() == "busy" and w.pid)
-            return c.get(f"/v1/jobs/{job_id}").json()["status"] == "finished"
+    def ran() -> dict[int, int]:
+        after = cluster.jobs_done("successful_job_count")
+        return {pid: after[pid] - before.get(pid, 0) for pid in after}
 
-        wait_until(done, 90, "the job", interval_s=0.02)
-    assert busy == set(before), "both workers should have run chunks"
+    # At least: under heavy load a busy worker's chunk may be presumed dead and re-run.
+    wait_until(lambda: sum(ran().values()) >= chunks, 60, "RQ to count the chunks")
+    assert all(count > 0 for count in ran().values()), ran()
 
 
 def test_jobs_report_progress_then_results(cluster: Cluster) -> None:
-    items = [{"id": i, "program": SLOW, "input": str(400_000 + i)} for i in range(24)]
+    """Frozen workers each hold one chunk they received from the queue; thawing one of them
+    lets it answer its chunk and the last queued one, while the other still holds its own: the
+    job then sits at 16 of 24 items, running, for as long as the test looks at it."""
     bodies: list[dict[str, Any]] = []
     with cluster.client() as c:
-        created = c.post("/v1/jobs", json={"items": items})
-        assert created.status_code == 202
-        assert created.json()["status"] == "queued"
-        job_id = created.json()["job_id"]
 
-        def finished() -> bool:
+        def status(job_id: str) -> dict[str, Any]:
             bodies.append(c.get(f"/v1/jobs/{job_id}").json())
-            return bodies[-1]["status"] in ("finished", "failed")
+            return bodies[-1]
 
-        wait_until(finished, 90, "the job", interval_s=0.02)
+        with cluster.frozen():
+            items, job_id = cluster.submit_while_frozen(c, lambda: slow_items(24, 400_000))
+            queued = status(job_id)
+            assert queued["status"] == "queued"
+            assert queued["progress"] == {"done": 0, "total": 24}
+            assert queued["results"] is None
+            first, _still_frozen = cluster.workers
+            first.thaw()
+            wait_until(lambda: status(job_id)["progress"]["done"] == 16, 60,
+                       "the thawed worker to answer two chunks")
+            middle = status(job_id)
+            assert middle["status"] == "running"
+            assert middle["progress"] == {"done": 16, "total": 24}
+            assert middle["results"] is None
+        # Thawed (the other worker too): the job completes.
+        wait_until(lambda: status(job_id)["status"] in ("finished", "failed"), 90, "the job")
     final = bodies[-1]
     assert final["status"] == "finished"
     assert final["progress"] == {"done": 24, "total": 24}
     assert [r["id"] for r in final["results"]] == list(range(24))
+    assert [r["output"] for r in final["results"]] == [i["output"] for i in items]
     assert all(r["verdict"] == "accepted" for r in final["results"])
+    assert_executed(final["results"])
     dones = [b["progress"]["done"] for b in bodies]
     assert dones == sorted(dones), "progress never goes backwards"
-    assert any(0 < d < 24 for d in dones) or len(bodies) < 3
+    assert all(b["results"] is None for b in bodies[:-1])
 
 
 def test_hostile_items_do_not_affect_the_others(cluster: Cluster) -> None:
-    good = [{"id": f"good-{i}", "program": f"def f(x):\n    return x + {i}  # hostile",
+    tag = token()
+    good = [{"id": f"good-{i}", "program": f"def f(x):\n    return x + {i}  # {tag}",
              "input": "1", "output": str(1 + i)} for i in range(24)]
     hostile = [
-        {"id": "bomb", "program": "def f(x):\n    kept = []\n    while True:\n"
-                    "        kept.append(bytearray(2**20))", "input": "0"},
-        {"id": "fork", "program": "import os\ndef f(x):\n    while True:\n        os.fork()",
+        {"id": "bomb", "program": fresh("def f(x):\n    kept = []\n    while True:\n"
+                                        "        kept.append(bytearray(2**20))"),
+         "memory_mb": 64,
          "input": "0"},
-        {"id": "kill", "program": "import os\ndef f(x):\n    os.kill(os.getppid(), 9)",
+        {"id": "fork", "program": fresh("import os\ndef f(x):\n    while True:\n        os.fork()"),
          "input": "0"},
-        {"id": "exit", "program": "import os\ndef f(x):\n    os._exit(0)", "input": "0"},
+        {"id": "kill", "program": fresh("import os\ndef f(x):\n    os.kill(os.getppid(), 9)"),
+         "input": "0"},
+        {"id": "exit", "program": fresh("import os\ndef f(x):\n    os._exit(0)"), "input": "0"},
     ]
     batch = good[:12] + hostile + good[12:]
     with cluster.client() as c:
         response = c.post("/v1/check", json={"items": batch, "policy": "permissive"})
     assert response.status_code == 200, response.text
-    by_id = {r["id"]: r for r in response.json()["results"]}
+    results = response.json()["results"]
+    assert [r["id"] for r in results] == [i["id"] for i in batch]
+    assert_executed(results)
+    by_id = {r["id"]: r for r in results}
     assert all(by_id[g["id"]]["verdict"] == "accepted" for g in good)
     assert by_id["bomb"]["verdict"] == "memory_limit"
     assert by_id["fork"]["verdict"] == "runtime_error"
+    # The sandbox's parent is out of reach: the kill is a no-op and f returns None.
+    assert (by_id["kill"]["verdict"], by_id["kill"]["output"]) == ("accepted", "None")
+    assert (by_id["exit"]["verdict"], by_id["exit"]["error_type"]) == ("runtime_error",
+                                                                       "NoResult")
     assert all(w.alive() for w in cluster.workers)
 
 
 def test_audit_returns_unsafe_and_nondeterministic_with_reasons(cluster: Cluster) -> None:
     since = time.time() - 1
-    batch = [{"id": "ok", "program": "def f(x):\n    return x", "input": "1"},
-             {"id": "nd", "program": NONDETERMINISTIC, "input": "0",
+    tag = token()
+    batch = [{"id": f"ok-{tag}", "program": fresh("def f(x):\n    return x"), "input": "1"},
+             {"id": f"nd-{tag}", "program": fresh(NONDETERMINISTIC), "input": "0",
               "meta": {"step": 7, "role": "proposer", "task": "induction"}},
-             {"id": "unsafe", "program": UNSAFE, "input": "0", "meta": {"step": 7}}]
+             {"id": f"unsafe-{tag}", "program": UNSAFE, "input": "0", "meta": {"step": 7}}]
     with cluster.client() as c:
-        assert c.post("/v1/check", json={"items": batch}).status_code == 200
+        response = c.post("/v1/check", json={"items": batch})
+        assert response.status_code == 200
+        assert_executed(response.json()["results"])
         records = c.get("/v1/audit", params={"since": since}).json()["records"]
         only_unsafe = c.get("/v1/audit", params={"since": since, "verdict": "unsafe"}).json()
-    mine = {r["item_id"]: r for r in records if r["item_id"] in ("nd", "unsafe", "ok")}
-    assert set(mine) == {"nd", "unsafe"}
-    assert mine["nd"]["verdict"] == "nondeterministic" and "run 1 gave" in mine["nd"]["error"]
-    assert mine["nd"]["meta"] == {"step": 7, "role": "proposer", "task": "induction"}
-    assert mine["nd"]["api_key_name"] == "ci"
-    assert mine["unsafe"]["verdict"] == "unsafe"
-    assert mine["unsafe"]["violations"][0]["name"] == "os"
+    mine = {r["item_id"]: r for r in records if str(r["item_id"]).endswith(tag)}
+    assert set(mine) == {f"nd-{tag}", f"unsafe-{tag}"}
+    nd, unsafe = mine[f"nd-{tag}"], mine[f"unsafe-{tag}"]
+    assert nd["verdict"] == "nondeterministic" and "run 1 gave" in nd["error"]
+    assert nd["meta"] == {"step": 7, "role": "proposer", "task": "induction"}
+    assert nd["api_key_name"] == "ci"
+    assert unsafe["verdict"] == "unsafe"
+    assert unsafe["violations"] == [{"rule": "import_denied", "name": "os", "line": 1}]
     assert {r["verdict"] for r in only_unsafe["records"]} == {"unsafe"}
 
 
 def test_audit_export_cli_reads_redis(cluster: Cluster, tmp_path: Path) -> None:
+    tag = token()
+    with cluster.client() as c:
+        response = c.post("/v1/check", json={"items": [
+            {"id": f"nd-{tag}", "program": fresh(NONDETERMINISTIC), "input": "0"}]})
+    assert response.json()["results"][0]["verdict"] == "nondeterministic"
     out = tmp_path / "audit.jsonl"
     env = settings_env(cluster.settings.model_copy(update={"redis_url": None}))
     done = subprocess.run(
         [sys.executable, "-m", "azr_verify.service.cli", "audit", "export", "--redis-url",
          cluster.redis.url, "--verdict", "nondeterministic", "-o", str(out)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert lines and {line["verdict"] for line in lines} == {"nondeterministic"}
+    assert {line["verdict"] for line in lines} == {"nondeterministic"}
+    assert f"nd-{tag}" in {line["item_id"] for line in lines}
     assert [line["time"] for line in lines] == sorted(line["time"] for line in lines)
 
 
 def test_metrics_after_a_batch(cluster: Cluster) -> None:
+    cluster.ensure_workers(2)  # both reporting (a frozen worker's gauges expire)
+    before = cluster.metrics()
+    batch = [{"id": i, "program": fresh(f"def f(x):\n    return x - {i}"), "input": "10"}
+             for i in range(20)]
+    batch.append({"id": "u", "program": UNSAFE, "input": "0"})
     with cluster.client() as c:
-        before = c.get("/metrics").text
-        batch = [{"id": i, "program": f"def f(x):\n    return x - {i}  # metrics",
-                  "input": "10"} for i in range(20)]
-        batch.append({"id": "u", "program": UNSAFE + "  # metrics", "input": "0"})
-        assert c.post("/v1/check", json={"items": batch}).status_code == 200
-        after = c.get("/metrics").text
+        response = c.post("/v1/check", json={"items": batch})
+    assert response.status_code == 200
+    assert_executed(response.json()["results"])
+
+    def delta(name: str, **labels: str) -> Callable[[str], float]:
+        return lambda text: metric(text, name, **labels) - metric(before, name, **labels)
+
+    cluster.settled(delta("azr_verify_items_total", verdict="accepted"), 20, "accepted items")
+    cluster.settled(delta("azr_verify_items_total", verdict="unsafe"), 1, "unsafe items")
+    cluster.settled(delta("azr_verify_execution_seconds_count"), 20, "timed executions")
+    cluster.settled(delta("azr_verify_cache_misses_total"), 20, "cache misses")
+    cluster.settled(delta("azr_verify_cache_hits_total"), 0, "cache hits")
+    after = cluster.metrics()
+    assert metric(after, "azr_verify_items_total", verdict="sandbox_error") == \
+        metric(before, "azr_verify_items_total", verdict="sandbox_error")
     assert metric(after, "azr_verify_telemetry_up") == 1
-    delta = {v: metric(after, "azr_verify_items_total", verdict=v)
-             - metric(before, "azr_verify_items_total", verdict=v)
-             for v in ("accepted", "unsafe", "sandbox_error")}
-    assert delta == {"accepted": 20, "unsafe": 1, "sandbox_error": 0}
-    assert metric(after, "azr_verify_execution_seconds_count") - \
-        metric(before, "azr_verify_execution_seconds_count") == 20
-    assert metric(after, "azr_verify_cache_misses_total") - \
-        metric(before, "azr_verify_cache_misses_total") == 20
     assert metric(after, "azr_verify_executors") == 2
     assert metric(after, "azr_verify_queue_depth_items") == 0
     assert metric(after, "azr_verify_queue_jobs") == 0
@@ -286,70 +457,142 @@ def test_metrics_after_a_batch(cluster: Cluster) -> None:
 
 
 def test_overload_is_429_and_accepted_work_completes(cluster: Cluster) -> None:
+    """The workers are frozen while the second request comes, so the first batch is surely
+    still queued (holding the depth) when admission decides."""
     tight = cluster.settings.model_copy(update={"max_queue_depth": 16,
                                                 "overload_retry_after_s": 4})
-    items = [{"id": i, "program": SLOW, "input": str(500_000 + i)} for i in range(12)]
+    items = slow_items(12, 500_000)
     with api_server(tight) as api, api.client(headers=AUTH) as c:
-        accepted = c.post("/v1/jobs", json={"items": items})
-        assert accepted.status_code == 202
-        refused = c.post("/v1/jobs", json={"items": items[:8]})
-        assert refused.status_code == 429
-        assert error_of(refused)["code"] == "overloaded"
-        assert refused.headers["retry-after"] == "4"
+        with cluster.frozen():
+            accepted = c.post("/v1/jobs", json={"items": items})
+            assert accepted.status_code == 202
+            refused = c.post("/v1/jobs", json={"items": items[:8]})
+            assert refused.status_code == 429
+            assert error_of(refused)["code"] == "overloaded"
+            assert refused.headers["retry-after"] == "4"
+            assert "azr_verify_queue_depth_items 12.0" in c.get("/metrics").text
         job_id = accepted.json()["job_id"]
         wait_until(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] == "finished", 90,
                    "the accepted job")
         results = c.get(f"/v1/jobs/{job_id}").json()["results"]
         assert [r["id"] for r in results] == list(range(12))
         assert all(r["verdict"] == "accepted" for r in results)
+        assert_executed(results)
+        assert "azr_verify_queue_depth_items 0.0" in c.get("/metrics").text
         assert c.post("/v1/jobs", json={"items": items[:8]}).status_code == 202
 
 
 def test_sigkilled_worker_loses_nothing(cluster: Cluster) -> None:
-    conn = cluster.redis_client()
-    queue = Queue(cluster.settings.queue_name, connection=conn)
-    # Slow enough that a chunk takes about a second: the kill lands mid-chunk.
-    items = [{"id": i, "program": SLOW, "input": str(2_000_000 + i)} for i in range(48)]
+    items = slow_items(48, 2_000_000)  # a chunk runs long enough to be caught in the act
+    before = metric(cluster.metrics(), "azr_verify_items_total", verdict="accepted")
     with cluster.client() as c:
-        before = metric(c.get("/metrics").text, "azr_verify_items_total", verdict="accepted")
         job_id = c.post("/v1/jobs", json={"items": items}).json()["job_id"]
-        victim: list[tuple[int, str]] = []
+        # Frozen mid-chunk (checked: the chunk is started and unanswered), then killed: the
+        # chunk is abandoned mid-run, not finished just before the kill.
+        victim, _held = cluster.freeze_one_holding_a_chunk()
+        victim.kill()
+        assert not victim.alive()
 
-        def someone_is_busy() -> bool:
-            victim[:] = [(int(w.pid), w.get_current_job_id())
-                         for w in Worker.all(connection=conn, queue=queue)
-                         if w.get_state() == "busy" and w.pid and w.get_current_job_id()]
-            return bool(victim)
-
-        wait_until(someone_is_busy, 60, "a worker holding a job", interval_s=0.01)
-        pid, held = victim[0]
-        killed = next(w for w in cluster.workers if w.pid == pid)
-        killed.kill()
-        assert not killed.alive()
-        # The chunk was abandoned mid-run, not finished just before the kill.
-        job = Job.fetch(held, connection=conn, serializer=JSONSerializer)
-        assert job.get_status() == JobStatus.STARTED
-
-        wait_until(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] == "finished", 90,
+        wait_until(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] == "finished", 120,
                    "the batch to finish without the killed worker")
         final = c.get(f"/v1/jobs/{job_id}").json()
-        after = metric(c.get("/metrics").text, "azr_verify_items_total", verdict="accepted")
     assert final["progress"] == {"done": 48, "total": 48}
     assert [r["id"] for r in final["results"]] == list(range(48))
     assert all(r["verdict"] == "accepted" for r in final["results"]), final["results"]
+    assert_executed(final["results"])
     # The re-run chunk is counted once, however many times it ran.
-    assert after - before == 48
+    cluster.settled(lambda text: metric(text, "azr_verify_items_total", verdict="accepted")
+                    - before, 48, "accepted items of the batch")
     cluster.ensure_workers(2)
 
 
+def test_worker_death_during_a_synchronous_check(cluster: Cluster) -> None:
+    """/v1/check waits while one of its chunks dies with its worker: the chunk is re-run
+    elsewhere and the answer is complete and in order, as if nothing happened."""
+    items = slow_items(48, 2_000_000)
+    answer: list[httpx.Response] = []
+
+    def check() -> None:
+        with cluster.client() as c:
+            answer.append(c.post("/v1/check", json={"items": items}))
+
+    caller = threading.Thread(target=check)
+    caller.start()
+    victim, _held = cluster.freeze_one_holding_a_chunk()
+    victim.kill()
+    caller.join(180)
+    assert not caller.is_alive(), "/v1/check never answered"
+    assert answer[0].status_code == 200, answer[0].text
+    results = answer[0].json()["results"]
+    assert [r["id"] for r in results] == list(range(48))
+    assert [r["output"] for r in results] == [i["output"] for i in items]
+    assert all(r["verdict"] == "accepted" for r in results)
+    assert_executed(results)
+    assert metric(cluster.metrics(), "azr_verify_queue_depth_items") == 0
+    cluster.ensure_workers(2)
+
+
+def test_poison_chunk_exhausts_its_retries(cluster: Cluster) -> None:
+    """A chunk every worker fails on (here: an item the worker's validation refuses, as a
+    newer API's payload would be) runs 1 + job_retries times, then answers sandbox_error for
+    its own items only; the rest of the batch is unaffected and the metrics count it once."""
+    conn = cluster.redis_client()
+    keys = cluster.keys
+    good = slow_items(3 * CHUNK, 100_000)
+    poison = CheckItem.model_construct(id="poison", program=fresh(SLOW), input="1",
+                                       entry="not an identifier", output=None,
+                                       determinism_runs=None, timeout_s=None, memory_mb=None,
+                                       meta=None)
+    items = [CheckItem.model_validate(i) for i in good[:CHUNK]]
+    items += [poison, *(CheckItem.model_validate(i) for i in good[CHUNK + 1:])]
+    before_metrics = cluster.metrics()
+    before_failed = sum(cluster.jobs_done("failed_job_count").values())
+    batch_id = new_batch_id()
+    # What admission (the API) does before enqueueing: reserve the depth.
+    conn.incrby(keys.pending_items, len(items))
+    BatchSubmitter(conn, cluster.settings).submit(batch_id, items, PolicyName.AZR, "ci")
+    with cluster.client() as c:
+        wait_until(lambda: c.get(f"/v1/jobs/{batch_id}").json()["status"] == "failed", 120,
+                   "the poisoned batch to be answered")
+        body = c.get(f"/v1/jobs/{batch_id}").json()
+    assert body["progress"] == {"done": len(items), "total": len(items)}
+    assert body["error"] == "1 chunk(s) failed; their items answer sandbox_error"
+    results = body["results"]
+    assert [r["id"] for r in results] == [i.id for i in items]
+    poisoned = results[CHUNK:2 * CHUNK]
+    assert [r["verdict"] for r in poisoned] == ["sandbox_error"] * CHUNK
+    assert all(r["error"].startswith("chunk failed after retries: ValidationError")
+               for r in poisoned)
+    others = results[:CHUNK] + results[2 * CHUNK:]
+    assert [r["verdict"] for r in others] == ["accepted"] * (2 * CHUNK)
+    assert_executed(others)
+    # 1 run + RETRIES re-runs, then RQ gives up on it for good.
+    wait_until(lambda: sum(cluster.jobs_done("failed_job_count").values()) - before_failed
+               >= 1 + RETRIES, 60, "RQ to count the failed runs")
+    assert sum(cluster.jobs_done("failed_job_count").values()) - before_failed == 1 + RETRIES
+    job = Job.fetch(chunk_job_id(batch_id, 1), connection=conn, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FAILED and not job.retries_left
+    assert job.id in FailedJobRegistry(cluster.settings.queue_name, connection=conn)
+
+    def delta(verdict: str) -> Callable[[str], float]:
+        return lambda text: metric(text, "azr_verify_items_total", verdict=verdict) - \
+            metric(before_metrics, "azr_verify_items_total", verdict=verdict)
+
+    cluster.settled(delta("sandbox_error"), CHUNK, "sandbox_error items")
+    cluster.settled(delta("accepted"), 2 * CHUNK, "accepted items")
+    assert metric(cluster.metrics(), "azr_verify_queue_depth_items") == 0
+    assert all(w.alive() for w in cluster.workers)
+
+
 def test_redis_stop_and_restart(cluster: Cluster) -> None:
+    down, _ = mixed_batch(token())
     with cluster.client() as c:
         cluster.redis.stop()
         ready = c.get("/readyz")
         assert ready.status_code == 503
         assert error_of(ready)["code"] == "not_ready"
-        for method, path, body in (("POST", "/v1/check", {"items": mixed_batch("down")[:2]}),
-                                   ("POST", "/v1/jobs", {"items": mixed_batch("down")[:2]}),
+        for method, path, body in (("POST", "/v1/check", {"items": down[:2]}),
+                                   ("POST", "/v1/jobs", {"items": down[:2]}),
                                    ("GET", "/v1/jobs/" + "0" * 32, None),
                                    ("GET", "/v1/audit", None)):
             response = c.request(method, path, json=body)
@@ -364,7 +607,10 @@ def test_redis_stop_and_restart(cluster: Cluster) -> None:
         cluster.redis.start()  # same port; an empty Redis, as after a crash
         wait_until(lambda: c.get("/readyz").status_code == 200, 30, "readiness")
         cluster.ensure_workers(2)
-        response = c.post("/v1/check", json={"items": mixed_batch("up")})
+        up, expected = mixed_batch(token())
+        response = c.post("/v1/check", json={"items": up})
         assert response.status_code == 200, response.text
-        assert len(response.json()["results"]) == len(mixed_batch("up"))
+        results = response.json()["results"]
+        assert {r["id"]: r["verdict"] for r in results} == expected
+        assert_executed(results)
         assert all(w.alive() for w in cluster.workers)

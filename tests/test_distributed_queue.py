@@ -130,6 +130,11 @@ def test_failed_chunk_is_answered_with_sandbox_error(settings: Settings,
     assert raw is not None
     assert b"sandbox_error" in raw and b"boom" in raw
     assert client.hget(keys.batch(batch_id), "failed_chunks") == b"1"
+    # Counted in the metrics once, however often the callback runs.
+    assert client.hget(keys.counters, "items:sandbox_error") == b"1"
+    chunk_failed(job, client, RuntimeError, RuntimeError("boom"), None)
+    assert client.hget(keys.counters, "items:sandbox_error") == b"1"
+    assert client.hget(keys.batch(batch_id), "failed_chunks") == b"1"
 
 
 def test_ledger_repair_forgets_vanished_jobs(settings: Settings, client: redis.Redis) -> None:

@@ -46,8 +46,9 @@ from azr_verify.service.sandbox.docker_backend import (
 from azr_verify.service.sandbox.pool import ZygotePool, ZygoteState, draw_secrets
 from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
 
+from .guards import fresh
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase
-from .sandboxes import docker_settings, fresh
+from .sandboxes import docker_settings
 from .test_engine_verdicts import EQUALITY_CASES, VERDICT_CASES, case_limits
 from .test_hostile import assert_contained, hostile_items
 

@@ -21,7 +21,9 @@ from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
 from azr_verify.service.sandbox.pool import ZygoteState
 
-from .sandboxes import assert_executed, fresh
+from .guards import assert_executed, fresh
+
+pytestmark = pytest.mark.sandbox
 
 IDENTITY = "def f(a):\n    return a\n"
 
@@ -211,6 +213,7 @@ def test_no_state_leaks_between_items(engine: Engine) -> None:
 # -- cache, dedupe, order -----------------------------------------------------------------------
 
 
+@pytest.mark.sandbox(cache_hits=2)
 def test_cache_hit_costs_no_execution(engine: Engine) -> None:
     item = CheckItem(program=fresh("def f(a):\n    return a * 7\n"), input="6")
     first = engine.check([item])[0]

@@ -13,8 +13,11 @@ import pytest
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
 
+from .guards import assert_executed, fresh
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase
-from .sandboxes import assert_executed, fresh
+
+
+pytestmark = pytest.mark.sandbox
 
 
 def hostile_items() -> list[CheckItem]:

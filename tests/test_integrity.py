@@ -27,7 +27,8 @@ from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
 
-from .sandboxes import assert_executed, docker_settings, fresh
+from .guards import assert_executed, fresh
+from .sandboxes import docker_settings
 from .servers import require_bwrap
 
 PERMISSIVE = PolicyName.PERMISSIVE

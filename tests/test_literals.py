@@ -11,16 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from azr_verify.service.verify import literals
 from azr_verify.service.verify.equality import values_equal
 from azr_verify.service.verify.literals import LiteralError, parse_call_arguments, parse_literal
-
-try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-except ImportError:  # the seeded stdlib fuzzers below still run
-    st = None
 
 # Junk such as `1if` makes the parser warn before it fails; the warnings are not the subject.
 pytestmark = pytest.mark.filterwarnings("ignore::SyntaxWarning",
@@ -408,43 +404,46 @@ def test_repr_round_trips_random_values() -> None:
         assert values_equal(parsed, value), repr(value)
 
 
-if st is not None:
-    scalars = st.one_of(
-        st.none(), st.booleans(), st.integers(),
-        st.floats(allow_nan=True, allow_infinity=True),
-        st.complex_numbers(allow_nan=True, allow_infinity=True),
-        st.text(), st.binary(),
-    )
-    hashables = st.recursive(
-        scalars, lambda inner: st.lists(inner, max_size=4).map(tuple) | st.frozensets(inner),
-        max_leaves=10)
-    values = st.recursive(
-        scalars,
-        lambda inner: st.one_of(
-            st.lists(inner, max_size=4), st.lists(inner, max_size=4).map(tuple),
-            st.sets(hashables, max_size=4), st.frozensets(hashables, max_size=4),
-            st.dictionaries(hashables, inner, max_size=4)),
-        max_leaves=25)
-    token_text = st.lists(st.sampled_from(TOKENS), max_size=20).map("".join)
+# No wall clock decides these tests: no per-example deadline, and no health check that fails
+# when the machine is too busy to generate examples quickly.
+UNTIMED = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 
-    @settings(max_examples=400, deadline=None)
-    @given(values)
-    def test_property_repr_round_trips(value: Any) -> None:
-        parsed = parse_literal(repr(value))
-        assert type(parsed) is type(value)
-        assert values_equal(parsed, value)
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.complex_numbers(allow_nan=True, allow_infinity=True),
+    st.text(), st.binary(),
+)
+hashables = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4).map(tuple) | st.frozensets(inner),
+    max_leaves=10)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.lists(inner, max_size=4).map(tuple),
+        st.sets(hashables, max_size=4), st.frozensets(hashables, max_size=4),
+        st.dictionaries(hashables, inner, max_size=4)),
+    max_leaves=25)
+token_text = st.lists(st.sampled_from(TOKENS), max_size=20).map("".join)
 
-    @settings(max_examples=200, deadline=None)
-    @given(st.lists(values, max_size=4), st.dictionaries(
-        st.from_regex(r"[a-z_][a-z0-9_]{0,5}", fullmatch=True).filter(
-            lambda name: not keyword.iskeyword(name)), values, max_size=3))
-    def test_property_call_arguments_round_trip(args: list[Any], kwargs: dict[str, Any]) -> None:
-        text = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
-        parsed_args, parsed_kwargs = parse_call_arguments(text)
-        assert values_equal(parsed_args, tuple(args))
-        assert values_equal(parsed_kwargs, kwargs)
+@settings(max_examples=400, **UNTIMED)
+@given(values)
+def test_property_repr_round_trips(value: Any) -> None:
+    parsed = parse_literal(repr(value))
+    assert type(parsed) is type(value)
+    assert values_equal(parsed, value)
 
-    @settings(max_examples=1000, deadline=None)
-    @given(st.text() | token_text)
-    def test_property_any_text_is_a_value_or_a_literal_error(text: str) -> None:
-        check_total(text)
+@settings(max_examples=200, **UNTIMED)
+@given(st.lists(values, max_size=4), st.dictionaries(
+    st.from_regex(r"[a-z_][a-z0-9_]{0,5}", fullmatch=True).filter(
+        lambda name: not keyword.iskeyword(name)), values, max_size=3))
+def test_property_call_arguments_round_trip(args: list[Any], kwargs: dict[str, Any]) -> None:
+    text = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    parsed_args, parsed_kwargs = parse_call_arguments(text)
+    assert values_equal(parsed_args, tuple(args))
+    assert values_equal(parsed_kwargs, kwargs)
+
+@settings(max_examples=1000, **UNTIMED)
+@given(st.text() | token_text)
+def test_property_any_text_is_a_value_or_a_literal_error(text: str) -> None:
+    check_total(text)

@@ -20,7 +20,7 @@ from azr_verify.service.models import CheckItem, PolicyName, Verdict
 from azr_verify.service.sandbox import runner
 from azr_verify.service.verify.literals import parse_literal
 
-from .sandboxes import assert_executed, fresh
+from .guards import assert_executed, fresh
 
 UNISTD_64 = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 DENY = runner.SECCOMP_RET_ERRNO | errno.EPERM

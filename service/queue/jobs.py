@@ -116,7 +116,13 @@ def chunk_failed(job: Job, connection: redis.Redis, exc_type: type[BaseException
     if exc_value is not None:
         reason += f": {exc_value}"
     ttl_s = int((job.meta or {}).get("ttl", DEFAULT_TTL_S))
-    reporter = ChunkReporter(connection, Keys.for_queue(job.origin))
-    reporter.complete(batch_id, index, job.id, failure_results(items, reason), failed=True,
-                      ttl_s=ttl_s)
+    from azr_verify.service.queue.telemetry import record_results
+
+    keys = Keys.for_queue(job.origin)
+    results = failure_results(items, reason)
+    won = ChunkReporter(connection, keys).complete(batch_id, index, job.id, results,
+                                                   failed=True, ttl_s=ttl_s)
+    if won == 1:
+        # Counted like any answered chunk (once), so sandbox_error shows in the metrics.
+        record_results(connection, keys, results)
     log.warning("chunk answered as sandbox_error", extra={"job_id": job.id, "reason": reason})

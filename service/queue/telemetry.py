@@ -38,6 +38,24 @@ _EXEC_SUM = "exec_sum"
 _ENGINE_COUNTERS = ("executions", "cache_hits", "cache_misses", "restarts")
 
 
+def record_results(client: redis.Redis, keys: Keys, results: Sequence[CheckResult]) -> None:
+    """Adds a chunk's verdicts and execution times to the shared counters (once per chunk:
+    by the run that answered it, or by the failure callback that answered it)."""
+    with client.pipeline(transaction=False) as pipe:
+        for verdict, count in results_verdicts(results).items():
+            pipe.hincrby(keys.counters, _VERDICT + verdict, count)
+        seconds = execution_seconds(results)
+        buckets: dict[int, int] = {}
+        for value in seconds:
+            index = bucket_index(value)
+            buckets[index] = buckets.get(index, 0) + 1
+        for index, count in buckets.items():
+            pipe.hincrby(keys.counters, f"{_BUCKET}{index}", count)
+        if seconds:
+            pipe.hincrbyfloat(keys.counters, _EXEC_SUM, sum(seconds))
+        pipe.execute()
+
+
 class TelemetryWriter:
     """A worker's side. Thread-safe: the job thread and the heartbeat thread both push."""
 
@@ -52,19 +70,7 @@ class TelemetryWriter:
         self._pushed = dict.fromkeys(_ENGINE_COUNTERS, 0)
 
     def record_results(self, results: Sequence[CheckResult]) -> None:
-        with self.client.pipeline(transaction=False) as pipe:
-            for verdict, count in results_verdicts(results).items():
-                pipe.hincrby(self.keys.counters, _VERDICT + verdict, count)
-            seconds = execution_seconds(results)
-            buckets: dict[int, int] = {}
-            for value in seconds:
-                index = bucket_index(value)
-                buckets[index] = buckets.get(index, 0) + 1
-            for index, count in buckets.items():
-                pipe.hincrby(self.keys.counters, f"{_BUCKET}{index}", count)
-            if seconds:
-                pipe.hincrbyfloat(self.keys.counters, _EXEC_SUM, sum(seconds))
-            pipe.execute()
+        record_results(self.client, self.keys, results)
 
     def push_engine(self) -> None:
         """Adds the engine's counters since the last push; refreshes this worker's gauges."""
