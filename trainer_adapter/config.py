@@ -36,14 +36,18 @@ class ServiceSection(_Section):
 
 
 class TinyModelSection(_Section):
-    """A randomly initialised causal LM with a byte-level tokenizer built in memory."""
+    """A randomly initialised causal LM with a tokenizer built in memory."""
 
     arch: Literal["llama", "gpt2"] = "llama"
+    tokenizer: Literal["byte", "bpe"] = Field(
+        default="byte", description="`byte`: 256 byte tokens; `bpe`: a byte-level BPE "
+        "trained in memory on text shaped like the loop's prompts (much shorter sequences).")
+    vocab_size: int = Field(default=1024, ge=300, description="BPE vocabulary size.")
     hidden_size: int = Field(default=64, ge=8)
     layers: int = Field(default=2, ge=1)
     heads: int = Field(default=2, ge=1)
     max_positions: int = Field(default=8192, ge=256,
-                               description="Longest prompt + completion, in bytes.")
+                               description="Longest prompt + completion, in tokens.")
 
 
 class ModelSection(_Section):

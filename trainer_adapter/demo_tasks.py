@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from azr_verify.client import IOPair, TaskType
+
+from . import prompts
+from .tasks import InductionTask, Triple
 
 InputMaker = Callable[[random.Random], str]
 
@@ -74,3 +79,23 @@ def make_program(rng: random.Random, n_inputs: int) -> DemoProgram:
         if candidate not in inputs:
             inputs.append(candidate)
     return DemoProgram(program, tuple(inputs), family.message)
+
+
+def tokenizer_corpus(rng: random.Random, size: int = 300) -> Iterator[str]:
+    """Text shaped like the loop's prompts and answers, to train the tiny model's BPE on
+    (outputs are placeholders: only the shape of the text matters here)."""
+    for _ in range(size):
+        item = make_program(rng, 4)
+        triple = Triple(item.program, item.inputs[0], item.inputs[-1])
+        refs = [Triple(make_program(rng, 1).program, "1", "2") for _ in range(2)]
+        pairs = [IOPair(i, i) for i in item.inputs]
+        yield prompts.propose_triple(rng.choice([TaskType.DEDUCTION, TaskType.ABDUCTION]), refs)
+        yield prompts.propose_induction(item.program, len(item.inputs))
+        yield prompts.solve(TaskType.DEDUCTION, triple)
+        yield prompts.solve(TaskType.ABDUCTION, triple)
+        yield prompts.solve(TaskType.INDUCTION, InductionTask(
+            item.program, item.message, tuple(pairs[:2]), tuple(pairs[2:])))
+        blocks = "\n".join(f"```input\n{i}\n```" for i in item.inputs)
+        yield (f"```python\n{item.program}\n```\n```input\n{item.inputs[0]}\n```\n"
+               f"```output\n{item.inputs[1]}\n```\n{blocks}\n```message\n{item.message}\n```"
+               "\n</think>\n<answer>\n</answer>")
