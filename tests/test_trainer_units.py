@@ -206,9 +206,35 @@ def test_vllm_engine_is_lazy_and_explains_itself(policy: Policy) -> None:
     from azr_verify.trainer_adapter import vllm_engine
 
     if importlib.util.find_spec("vllm") is not None:
-        pytest.skip("vllm installed: exercised on GPU machines only")
+        pytest.skip("vllm installed: exercised by the GPU smoke check")
     with pytest.raises(vllm_engine.EngineUnavailableError, match="vllm"):
         vllm_engine.VLLMEngine(policy)
+
+
+def test_vllm_refuses_multiprocessing_mode_loudly(policy: Policy,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from azr_verify.trainer_adapter import vllm_engine
+
+    # With the engine core in another process the weight push cannot reach the model: the
+    # engine must refuse to start (before vLLM is even imported), not train blind.
+    monkeypatch.setenv(vllm_engine.MULTIPROCESSING_ENV, "1")
+    with pytest.raises(vllm_engine.EngineUnavailableError,
+                       match=vllm_engine.MULTIPROCESSING_ENV):
+        vllm_engine.VLLMEngine(policy)
+
+
+def test_vllm_settings_come_from_the_config() -> None:
+    from azr_verify.trainer_adapter.config import RolloutSection
+    from azr_verify.trainer_adapter.vllm_engine import VLLMSettings
+
+    settings = VLLMSettings.from_config(RolloutSection(), seed=3)
+    # Production defaults: bf16, CUDA graphs on, sleep mode, stop after </answer>.
+    assert (settings.dtype, settings.enforce_eager, settings.sleep) == ("bfloat16", False,
+                                                                        True)
+    assert settings.stop == ("</answer>",) and settings.seed == 3
+    custom = VLLMSettings.from_config(RolloutSection(vllm_tensor_parallel_size=2,
+                                                     vllm_gpu_memory_utilization=0.5))
+    assert (custom.tensor_parallel_size, custom.gpu_memory_utilization) == (2, 0.5)
 
 
 def test_client_does_not_import_torch() -> None:

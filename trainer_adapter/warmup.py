@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from azr_verify.client import CheckBatch, Client, IOPair, TaskType
 
 from . import prompts
@@ -25,7 +23,7 @@ from .config import TrainConfig
 from .demo_tasks import DemoProgram, make_program
 from .logprobs import completion_logprobs, pack
 from .model import Policy
-from .precision import autocast
+from .precision import adamw_factory, autocast, build_optimizer
 from .tasks import InductionTask, Role, Triple
 
 _THINK = {Role.PROPOSE: "A small function and an input.",
@@ -131,8 +129,8 @@ def run_warmup(policy: Policy, client: Client, config: TrainConfig, rng: random.
         room = policy.max_positions - len(completion_ids)
         encoded.append((prompt_ids[-room:] + completion_ids, len(completion_ids)))
     model = policy.model
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=warm.lr, weight_decay=0.0)
+    # fp32 master weights when the model is narrower (the same reason as in the RL update).
+    optimizer = build_optimizer(model, adamw_factory(warm.lr, 0.0))
     pad = int(tok.pad_token_id)
     losses: list[float] = []
     model.train()
@@ -154,7 +152,7 @@ def run_warmup(policy: Policy, client: Client, config: TrainConfig, rng: random.
                 loss = -logprobs.sum() / tokens
                 loss.backward()
                 total += float(loss.detach())
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.clip_grad_norm(1.0)
             optimizer.step()
             losses.append(total)
     finally:
