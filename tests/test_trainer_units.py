@@ -143,27 +143,24 @@ def test_generation_stops_after_the_answer_tag(policy: Policy) -> None:
     tok = policy.tokenizer
     teach = "x</think> <answer>1</answer>"
     ids = tok.encode(teach, add_special_tokens=False)
-    # Make the model say the answer and then keep talking, deterministically: overfit it on
-    # a continuation that goes past the tag, then sample greedily.
+    # Make a model say the answer and then keep talking, deterministically: overfit it on a
+    # continuation that goes past the tag, then decode greedily.
     model = load_policy(ModelSection.model_validate(
         {"source": "tiny", "device": "cpu", "gradient_checkpointing": False,
          "tiny": {"hidden_size": 32, "layers": 1, "heads": 2, "max_positions": 256}}), seed=1)
-    prompt = tok.encode("Q:", add_special_tokens=False)
-    sample = TrainSample(tuple(prompt), tuple(tok.encode(teach + " more words here",
-                                                         add_special_tokens=False)), 1.0)
-    ctx = UpdateContext(model.model, DirectOptimizer(model.model.parameters(),
-                                                     lambda p: torch.optim.Adam(p, lr=1e-2)),
-                        pad_id=tok.pad_token_id, max_len=256, device=model.device)
-    cfg = OptimSection(lr=1e-2, max_grad_norm=100.0, mini_batch_size=None)
+    sequence = torch.tensor([tok.encode("Q:" + teach + " more words here",
+                                        add_special_tokens=False)])
+    optimizer = torch.optim.Adam(model.model.parameters(), lr=1e-2)
+    model.model.train()
     for _ in range(150):
-        policy_update(ctx, [sample, TrainSample(sample.prompt_ids, (5, 6), -1.0)], cfg,
-                      random.Random(0))
-    engine = TransformersEngine(model, temperature=0.0)
-    [free] = TransformersEngine(model, temperature=0.0, stop=()).generate(
-        [GenerationRequest("Q:", Stage.SOLVE, TaskType.DEDUCTION, len(ids) + 8)])
+        optimizer.zero_grad()
+        model.model(input_ids=sequence, labels=sequence, use_cache=False).loss.backward()
+        optimizer.step()
+    model.model.eval()
+    request = GenerationRequest("Q:", Stage.SOLVE, TaskType.DEDUCTION, len(ids) + 8)
+    [free] = TransformersEngine(model, temperature=0.0, stop=()).generate([request])
     assert free.text.startswith(teach) and len(free.text) > len(teach)  # it goes on
-    [gen] = engine.generate([GenerationRequest("Q:", Stage.SOLVE, TaskType.DEDUCTION,
-                                               len(ids) + 8)])
+    [gen] = TransformersEngine(model, temperature=0.0).generate([request])
     assert gen.text == teach and list(gen.completion_ids) == ids  # cut after the tag
 
 

@@ -7,6 +7,7 @@ with nothing downloaded. A pretrained model is any local directory (or hub id) t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +43,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@functools.lru_cache(maxsize=4)
 def bpe_tokenizer(vocab_size: int, seed: int = 0) -> Any:
     """A byte-level BPE trained in memory on text shaped like the loop's prompts and answers
     (`demo_tasks.tokenizer_corpus`): lossless on any text (every byte is in the alphabet),
     and the recurring format pieces (fences, tags, `def f(a):`) become single tokens, so a
-    tiny model sees 5-10x shorter sequences than with bytes. Merges may cross spaces."""
+    tiny model sees 5-10x shorter sequences than with bytes. Merges may cross spaces.
+    Deterministic, so it is trained once per process and shared (nothing mutates it)."""
     import random
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

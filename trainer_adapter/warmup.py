@@ -133,6 +133,9 @@ def run_warmup(policy: Policy, client: Client, config: TrainConfig, rng: random.
     optimizer = build_optimizer(model, adamw_factory(warm.lr, 0.0))
     pad = int(tok.pad_token_id)
     losses: list[float] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=warm.steps, desc="warm-up", unit="step", disable=not config.run.progress)
     model.train()
     try:
         for step in range(warm.steps):
@@ -155,7 +158,10 @@ def run_warmup(policy: Policy, client: Client, config: TrainConfig, rng: random.
             optimizer.clip_grad_norm(1.0)
             optimizer.step()
             losses.append(total)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.3f}", refresh=False)
     finally:
+        bar.close()
         optimizer.zero_grad(set_to_none=True)
         model.eval()
     head = losses[:max(1, len(losses) // 10)]
