@@ -1,4 +1,4 @@
-"""AZR helpers: build the triples of DESIGN.md §2 and fold verdicts back into AZR answers.
+"""AZR helpers: build the triples of docs/design.md §2 and fold verdicts back into AZR answers.
 
 | AZR step                                   | triples                          |
 |--------------------------------------------|----------------------------------|

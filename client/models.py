@@ -17,7 +17,7 @@ ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class Verdict(StrEnum):
-    """The closed set of outcomes of checking one triple (DESIGN.md §2)."""
+    """The closed set of outcomes of checking one triple (docs/design.md §2)."""
 
     ACCEPTED = "accepted"
     WRONG_OUTPUT = "wrong_output"

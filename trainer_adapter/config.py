@@ -1,6 +1,6 @@
 """The training configuration: one typed value, loaded from YAML or JSON.
 
-Defaults follow the Absolute Zero paper (§6 of DESIGN.md): K=6 references, n=8 learnability
+Defaults follow the Absolute Zero paper (docs/design.md §7): K=6 references, n=8 learnability
 rollouts, batch 64 per task per role, lr 1e-6, temperature 1.0, format penalties -0.5/-1.
 `configs/tiny-cpu.yaml` shrinks everything so two steps run on a laptop CPU.
 """
