@@ -2,7 +2,8 @@
 
 Defaults follow the Absolute Zero paper (docs/design.md §7): K=6 references, n=8 learnability
 rollouts, batch 64 per task per role, lr 1e-6, temperature 1.0, format penalties -0.5/-1.
-`configs/tiny-cpu.yaml` shrinks everything so two steps run on a laptop CPU.
+`configs/tiny-cpu.yaml` shrinks everything (plus a format warm-up) so that three real steps
+run on a 2-core CPU.
 """
 
 from __future__ import annotations
