@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 from .azr import TaskType
 
+# Tolerant (the reference's rules): reasoning, then `</think>`, whitespace and an answer block;
+# the last complete answer block counts and anything after it is ignored.
+_THINK_THEN_ANSWER = re.compile(r"^\s*(?:<think>)?(?P<think>.*?)</think>\s*<answer>", re.DOTALL)
+_ANSWER_BLOCK = re.compile(r"<answer>(?P<answer>.*?)</answer>", re.DOTALL)
+# Strict: exactly one envelope and nothing after it.
 _ENVELOPE = re.compile(
     r"^\s*(?:<think>)?(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*$",
     re.DOTALL)
@@ -36,13 +41,34 @@ class FencedBlock:
     body: str
 
 
-def split_response(text: str, *, require_think: bool = True) -> ParsedResponse | None:
+def split_response(text: str, *, require_think: bool = True, strict: bool = False
+                   ) -> ParsedResponse | None:
     """Split a completion into its reasoning and answer; None when malformed.
 
     The prompt normally ends with an opening `<think>`, so the completion may start inside
-    the reasoning; a repeated opening tag is tolerated. Exactly one answer block is allowed
-    and nothing but whitespace may follow it.
+    the reasoning; a repeated opening tag is tolerated.
+
+    Tolerant (default, as the reference implementation): the reasoning ends at a `</think>`
+    followed by an `<answer>...</answer>` block; the last complete answer block is the
+    answer and text after it is ignored (a sampler without a stop string keeps writing).
+    `strict=True`: exactly one answer block, no stray tags, nothing but whitespace after it.
     """
+    if strict:
+        return _split_strict(text, require_think)
+    head = _THINK_THEN_ANSWER.match(text)
+    if head is not None:
+        think, start = head.group("think"), head.end() - len("<answer>")
+    elif not require_think and text.lstrip().startswith("<answer>"):
+        think, start = "", text.index("<answer>")
+    else:
+        return None
+    blocks = list(_ANSWER_BLOCK.finditer(text, start))
+    if not blocks:
+        return None
+    return ParsedResponse(think.strip(), blocks[-1].group("answer"))
+
+
+def _split_strict(text: str, require_think: bool) -> ParsedResponse | None:
     match = _ENVELOPE.match(text)
     if match is None:
         if require_think:
@@ -86,11 +112,11 @@ def _block_or_raw(answer: str, *langs: str) -> str | None:
     return body or None
 
 
-def extract_solver_answer(task: TaskType, text: str, *, require_think: bool = True
-                          ) -> str | None:
+def extract_solver_answer(task: TaskType, text: str, *, require_think: bool = True,
+                          strict: bool = False) -> str | None:
     """The solver's answer for a task type: an output repr (deduction), call arguments
     (abduction) or a program (induction). None when malformed."""
-    parsed = split_response(text, require_think=require_think)
+    parsed = split_response(text, require_think=require_think, strict=strict)
     if parsed is None:
         return None
     if task is TaskType.DEDUCTION:

@@ -12,8 +12,10 @@ but wrong, -1 when it is malformed. Task data comes from dataset columns:
 | `output`    | -         | yes       | -                                       |
 | `hidden`    | -         | -         | list of [input, output] (or JSON text)  |
 
-A `sandbox_error` is the verifier's failure, not the model's: by default it raises
-`SandboxFailure`; with `on_sandbox_error="none"` the sample scores None, which TRL ignores.
+A `sandbox_error` is the verifier's failure, not the model's, and is never scored as a wrong
+answer: `on_sandbox_error="raise"` raises `SandboxFailure` (TRL's default here), `"none"`
+(alias `"skip"`) scores None, which TRL ignores, `"zero"` scores 0.0 (veRL's default: a veRL
+reward manager needs a number for every sample and a raise would end the run).
 """
 
 from __future__ import annotations
@@ -105,9 +107,12 @@ def _completion_text(completion: Any) -> str:
     return str(completion)
 
 
+SandboxErrorScore = Literal["raise", "none", "skip", "zero"]
+
+
 def score_completions(client: Client, texts: Sequence[str], tasks: Sequence[SolverTask], *,
                       scheme: RewardScheme | None = None,
-                      on_sandbox_error: Literal["raise", "none"] = "raise",
+                      on_sandbox_error: SandboxErrorScore = "raise",
                       require_think: bool = True) -> list[float | None]:
     """Score many solver completions with one verifier round trip."""
     scheme = scheme or RewardScheme()
@@ -129,7 +134,7 @@ def score_completions(client: Client, texts: Sequence[str], tasks: Sequence[Solv
             if on_sandbox_error == "raise":
                 raise SandboxFailure(f"verifier failed: {outcome.detail}",
                                      results[slot.start:slot.stop])
-            scores.append(None)
+            scores.append(0.0 if on_sandbox_error == "zero" else None)
         else:
             scores.append(scheme.correct if outcome.correct else scheme.wrong)
     return scores
@@ -143,7 +148,7 @@ class AzrReward:
     """
 
     def __init__(self, client: Client, *, scheme: RewardScheme | None = None,
-                 on_sandbox_error: Literal["raise", "none"] = "raise",
+                 on_sandbox_error: SandboxErrorScore = "raise",
                  require_think: bool = True, name: str = "azr_verify") -> None:
         self.client = client
         self.scheme = scheme or RewardScheme()
@@ -173,7 +178,7 @@ class AzrReward:
 ScoreFn = Callable[..., float]
 
 
-def _task_from_verl(data_source: str, ground_truth: Any, extra_info: Mapping[str, Any] | None
+def task_from_verl(data_source: str, ground_truth: Any, extra_info: Mapping[str, Any] | None
                     ) -> SolverTask:
     data: dict[str, Any] = {}
     if isinstance(extra_info, Mapping):
@@ -188,16 +193,19 @@ def _task_from_verl(data_source: str, ground_truth: Any, extra_info: Mapping[str
 
 
 def make_compute_score(client: Client, *, scheme: RewardScheme | None = None,
-                       require_think: bool = True) -> ScoreFn:
-    """A veRL `compute_score` bound to an explicit client."""
+                       require_think: bool = True,
+                       on_sandbox_error: Literal["raise", "zero"] = "zero") -> ScoreFn:
+    """A veRL `compute_score` bound to an explicit client (one request per sample; prefer
+    the batch function of `verl_batch`)."""
     chosen = scheme or RewardScheme()
 
     def compute_score(data_source: str, solution_str: str, ground_truth: Any,
                       extra_info: Mapping[str, Any] | None = None, **_: Any) -> float:
-        task = _task_from_verl(data_source, ground_truth, extra_info)
+        task = task_from_verl(data_source, ground_truth, extra_info)
         [score] = score_completions(client, [solution_str], [task], scheme=chosen,
-                                    require_think=require_think)
-        assert score is not None  # on_sandbox_error="raise" never yields None
+                                    require_think=require_think,
+                                    on_sandbox_error=on_sandbox_error)
+        assert score is not None  # "raise" and "zero" never yield None
         return score
 
     return compute_score

@@ -16,7 +16,6 @@ from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdic
 from .guards import assert_executed, fresh
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase
 
-
 pytestmark = pytest.mark.sandbox
 
 

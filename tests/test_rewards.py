@@ -9,6 +9,7 @@ from azr_verify.trainer_adapter.advantages import group_stats, task_relative_adv
 from azr_verify.trainer_adapter.rewards import (
     Outcome,
     Penalties,
+    RewardValues,
     learnability,
     proposer_reward,
     solve_rate,
@@ -59,6 +60,26 @@ def test_proposer_format_penalties() -> None:
     assert proposer_reward(Outcome.WRONG, None, P) == -0.5  # well-formed, rejected
     assert proposer_reward(Outcome.EXCLUDED, None, P) is None  # sandbox_error: no score
     assert proposer_reward(Outcome.PASSABLE, None, P) is None  # rollouts all unjudged
+
+
+@pytest.mark.parametrize(("outcome", "rate", "paper", "released"), [
+    (Outcome.PASSABLE, 0.5, 0.5, 0.5),      # learnable: 1 - s under both
+    (Outcome.PASSABLE, 1.0, 0.0, -0.5),     # trivial: the released code pays -0.5
+    (Outcome.PASSABLE, 0.0, 0.0, -0.5),     # impossible: idem
+    (Outcome.WRONG, None, -0.5, -1.0),      # invalid: -1 in the released code
+    (Outcome.MALFORMED, None, -1.0, -1.0),
+    (Outcome.EXCLUDED, None, None, None),   # sandbox_error: never scored
+])
+def test_released_reward_values_beside_the_papers(outcome: Outcome, rate: float | None,
+                                                  paper: float | None,
+                                                  released: float | None) -> None:
+    assert proposer_reward(outcome, rate, P) == paper
+    assert proposer_reward(outcome, rate, Penalties(values=RewardValues.RELEASED)) == released
+
+
+def test_solver_rewards_are_the_same_under_both_values() -> None:
+    released = Penalties(values=RewardValues.RELEASED)
+    assert [solver_reward(a, released) for a in (C, W, None, X)] == [1.0, -0.5, -1.0, None]
 
 
 def test_solver_reward_correct_wrong_malformed() -> None:

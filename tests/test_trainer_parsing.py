@@ -46,12 +46,25 @@ def test_envelope_with_and_without_opening_think() -> None:
     "<answer>42</answer>",                          # no reasoning at all
     "plan </think>",                                # no answer
     "plan </think> <answer>42",                     # unterminated
-    "plan </think> <answer>1</answer><answer>2</answer>",  # two answers
-    "plan </think> <answer>42</answer> trailing",   # junk after the answer
-    "a </think> b </think> <answer>1</answer>",     # closes think twice
+    "plan </think> words <answer>42</answer>",      # the answer must follow </think>
 ])
-def test_malformed_envelopes(text: str) -> None:
-    assert split_response(text) is None
+@pytest.mark.parametrize("strict", [False, True])
+def test_malformed_envelopes(text: str, strict: bool) -> None:
+    assert split_response(text, strict=strict) is None
+
+
+@pytest.mark.parametrize(("text", "answer"), [
+    # The reference's rules: the last complete answer block counts, trailing text is
+    # ignored (a sampler without a stop string keeps writing after </answer>).
+    ("plan </think> <answer>1</answer><answer>2</answer>", "2"),
+    ("plan </think> <answer>42</answer> trailing\nUser: more", "42"),
+    ("a </think> b </think> <answer>1</answer>", "1"),
+    ("plan </think>\n\n<answer>\n42\n</answer><|endoftext|>", "\n42\n"),
+])
+def test_tolerant_envelopes(text: str, answer: str) -> None:
+    parsed = split_response(text)
+    assert parsed is not None and parsed.answer == answer
+    assert split_response(text, strict=True) is None  # the strict mode refuses all of them
 
 
 def test_answer_only_allowed_when_think_not_required() -> None:
@@ -88,10 +101,16 @@ def test_broken_program_is_well_formed() -> None:
     assert parse_triple_proposal(text) == TripleProposal("def f(:", "1")
 
 
-def test_induction_proposal_dedupes_and_caps_inputs() -> None:
+def test_induction_proposal_takes_the_last_n_inputs_and_needs_a_message() -> None:
     blocks = "".join(f"```input\n{x}\n```\n" for x in ("1", "2", "1", "3", "4"))
     text = f"t</think><answer>{blocks}```message\nadds one\n```</answer>"
-    assert parse_induction_proposal(text, 3) == InductionProposal(("1", "2", "3"), "adds one")
+    # As the reference: the last N inputs; repeats are kept here and refused by validation.
+    assert parse_induction_proposal(text, 3) == InductionProposal(("1", "3", "4"), "adds one")
+    assert parse_induction_proposal(text, 5) == InductionProposal(("1", "2", "1", "3", "4"),
+                                                                  "adds one")
+    assert parse_induction_proposal(text, 6) is None  # fewer inputs than asked: malformed
+    no_message = f"t</think><answer>{blocks}</answer>"
+    assert parse_induction_proposal(no_message, 3) is None
     assert parse_induction_proposal("t</think><answer>```message\nm\n```</answer>", 3) is None
 
 

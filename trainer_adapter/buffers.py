@@ -2,6 +2,10 @@
 
 The proposer is conditioned on references sampled from these buffers and the solver is
 trained on tasks sampled from them; every valid proposal is added (AZR keeps all of them).
+
+Solver batches are filled *recent first* by default, as the reference trainer does
+(`pred_data_mix_strategy: max_new`): the tasks added in the last `window` steps are taken
+first (without replacement), the rest of the batch is drawn uniformly from the whole buffer.
 """
 
 from __future__ import annotations
@@ -18,24 +22,40 @@ T = TypeVar("T", Triple, InductionTask)
 
 
 class TaskBuffer(Generic[T]):
-    """An insertion-ordered set of tasks with uniform sampling."""
+    """An insertion-ordered set of tasks, each with the step that added it."""
 
     def __init__(self, tasks: Iterable[T] = (), max_size: int | None = None) -> None:
         self._tasks: list[T] = []
+        self._steps: list[int] = []
         self._seen: set[T] = set()
         self.max_size = max_size
         for task in tasks:
             self.add(task)
 
-    def add(self, task: T) -> bool:
+    def add(self, task: T, step: int = 0) -> bool:
         """Add unless already present (duplicates would skew sampling); True if added."""
         if task in self._seen:
             return False
         self._tasks.append(task)
+        self._steps.append(step)
         self._seen.add(task)
         if self.max_size is not None and len(self._tasks) > self.max_size:
             self._seen.discard(self._tasks.pop(0))
+            self._steps.pop(0)
         return True
+
+    def recent(self, since_step: int) -> list[T]:
+        """Tasks added at `since_step` or later."""
+        return [t for t, s in zip(self._tasks, self._steps, strict=True) if s >= since_step]
+
+    def recent_first(self, k: int, since_step: int, rng: random.Random) -> list[T]:
+        """Up to k recent tasks (no repeats), then uniform draws from the whole buffer."""
+        recent = self.recent(since_step)
+        chosen = rng.sample(recent, min(k, len(recent)))
+        return chosen + self.choose(k - len(chosen), rng)
+
+    def steps(self) -> list[int]:
+        return list(self._steps)
 
     def sample(self, k: int, rng: random.Random) -> list[T]:
         """k distinct tasks when the buffer has them, else all of them."""
@@ -76,12 +96,12 @@ class Buffers:
         buffers.induction.add(InductionTask(seed.program, "", (pair,), (pair,)))
         return buffers
 
-    def add(self, task_type: TaskType, task: Task) -> bool:
+    def add(self, task_type: TaskType, task: Task, step: int = 0) -> bool:
         if task_type is TaskType.INDUCTION:
             assert isinstance(task, InductionTask)
-            return self.induction.add(task)
+            return self.induction.add(task, step)
         assert isinstance(task, Triple)
-        return self.triples(task_type).add(task)
+        return self.triples(task_type).add(task, step)
 
     def triples(self, task_type: TaskType) -> TaskBuffer[Triple]:
         if task_type is TaskType.DEDUCTION:
@@ -95,10 +115,17 @@ class Buffers:
         tasks."""
         return self.deduction.to_list() + self.abduction.to_list()
 
-    def solver_tasks(self, task_type: TaskType, k: int, rng: random.Random) -> Sequence[Task]:
-        if task_type is TaskType.INDUCTION:
-            return self.induction.choose(k, rng)
-        return self.triples(task_type).choose(k, rng)
+    def buffer(self, task_type: TaskType) -> TaskBuffer[Triple] | TaskBuffer[InductionTask]:
+        return self.induction if task_type is TaskType.INDUCTION else self.triples(task_type)
+
+    def solver_tasks(self, task_type: TaskType, k: int, rng: random.Random, *,
+                     recent_since: int | None = None) -> Sequence[Task]:
+        """k tasks for the solver: recent first when `recent_since` is a step, else
+        uniform with replacement."""
+        buffer = self.buffer(task_type)
+        if recent_since is None:
+            return buffer.choose(k, rng)
+        return buffer.recent_first(k, recent_since, rng)
 
     def sizes(self) -> dict[str, int]:
         return {TaskType.DEDUCTION.value: len(self.deduction),

@@ -14,7 +14,12 @@ from typing import Any
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="YAML or JSON TrainConfig file.")
-    parser.add_argument("--service-url", help="Override service.url.")
+    service = parser.add_mutually_exclusive_group()
+    service.add_argument("--service-url", help="Override service.url.")
+    service.add_argument("--serve", action="store_true",
+                         help="Start a private azr-verify service (embedded mode, bubblewrap "
+                         "sandboxes) for this run and stop it at the end; needs the "
+                         "`service` extra.")
     parser.add_argument("--api-key", help="Override service.api_key.")
     parser.add_argument("--steps", type=int, help="Override run.steps.")
     parser.add_argument("--out", help="Override run.out_dir (metrics, checkpoints, plot).")
@@ -39,19 +44,35 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_from_args(args: argparse.Namespace) -> int:
     # Imported here: the CLI module stays cheap to import (torch is heavy).
+    import logging
+
     from azr_verify.client import AzrClientError
 
     from .config import load_config
+    from .local_service import LocalService, ServiceStartError
     from .runner import SeedRejectedError, run_training
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     config = load_config(args.config, overrides_from_args(args))
+    service: LocalService | None = None
     try:
+        if args.serve:
+            service = LocalService(config.run.out_dir / "service")
+            print(f"starting a local azr-verify service ({service.log_path})",
+                  file=sys.stderr)
+            url = service.start()
+            config = config.model_copy(update={"service": config.service.model_copy(
+                update={"url": url})})
         result = run_training(config)
-    except (AzrClientError, SeedRejectedError) as exc:
+    except (AzrClientError, SeedRejectedError, ServiceStartError) as exc:
         print(f"azr-verify train: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if service is not None:
+            service.stop()
     print(f"{result.steps} steps; metrics: {result.metrics_path}; plot: {result.plot_path}; "
-          f"checkpoint: {result.checkpoint}")
+          f"samples: {result.out_dir / 'samples.jsonl'}; checkpoint: {result.checkpoint}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Defaults follow the Absolute Zero paper (docs/design.md §7): K=6 references, n=8 learnability
 rollouts, batch 64 per task per role, lr 1e-6, temperature 1.0, format penalties -0.5/-1.
-`configs/tiny-cpu.yaml` shrinks everything so two steps run on a laptop CPU.
+`configs/tiny-cpu.yaml` shrinks everything (plus a format warm-up) so that three real steps
+run on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from azr_verify.client import TaskType
+
+DType = Literal["float32", "bfloat16", "float16"]
 
 
 class _Section(BaseModel):
@@ -34,14 +37,18 @@ class ServiceSection(_Section):
 
 
 class TinyModelSection(_Section):
-    """A randomly initialised causal LM with a byte-level tokenizer built in memory."""
+    """A randomly initialised causal LM with a tokenizer built in memory."""
 
     arch: Literal["llama", "gpt2"] = "llama"
+    tokenizer: Literal["byte", "bpe"] = Field(
+        default="byte", description="`byte`: 256 byte tokens; `bpe`: a byte-level BPE "
+        "trained in memory on text shaped like the loop's prompts (much shorter sequences).")
+    vocab_size: int = Field(default=1024, ge=300, description="BPE vocabulary size.")
     hidden_size: int = Field(default=64, ge=8)
     layers: int = Field(default=2, ge=1)
     heads: int = Field(default=2, ge=1)
     max_positions: int = Field(default=8192, ge=256,
-                               description="Longest prompt + completion, in bytes.")
+                               description="Longest prompt + completion, in tokens.")
 
 
 class ModelSection(_Section):
@@ -52,7 +59,19 @@ class ModelSection(_Section):
                              "(pretrained only).")
     tiny: TinyModelSection = Field(default_factory=TinyModelSection)
     device: str = Field(default="auto", description="`auto`, `cpu`, `cuda`, `cuda:1`...")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: DType = Field(default="float32", description="Dtype of the trained parameters. "
+                         "float32: they are the master weights; bfloat16/float16: the "
+                         "optimizer keeps an fp32 master copy (see optim.offload_master).")
+    compute_dtype: DType | None = Field(default=None, description="Autocast dtype of the "
+                                        "training forward (None: same as dtype). "
+                                        "`bfloat16` with dtype float32 is fp32 master "
+                                        "weights with bf16 compute.")
+    max_length: int | None = Field(default=None, ge=16, description="Longest prompt + "
+                                   "completion in tokens (None: the model's own limit); "
+                                   "also vLLM's max_model_len.")
+    gradient_checkpointing: bool = Field(default=True, description="Recompute decoder "
+                                         "layers in the backward pass instead of storing "
+                                         "their activations.")
 
     @model_validator(mode="after")
     def _path_for_pretrained(self) -> ModelSection:
@@ -73,7 +92,20 @@ class RolloutSection(_Section):
     top_p: float = Field(default=1.0, gt=0, le=1)
     max_new_tokens_propose: int = Field(default=1024, ge=1)
     max_new_tokens_solve: int = Field(default=1024, ge=1)
-    vllm_gpu_memory_utilization: float = Field(default=0.4, gt=0, le=1)
+    stop: list[str] = Field(default_factory=lambda: ["</answer>"], description="Generation "
+                            "stops after any of these strings; the string is kept.")
+    batch_size: int = Field(default=16, ge=1, description="Sequences per generate() call "
+                            "(transformers engine).")
+    vllm_gpu_memory_utilization: float = Field(default=0.4, gt=0, le=1, description="Share "
+                                               "of GPU memory vLLM may take (weights + KV "
+                                               "cache) while awake.")
+    vllm_dtype: DType = Field(default="bfloat16", description="Dtype of vLLM's copy of the "
+                              "weights.")
+    vllm_tensor_parallel_size: int = Field(default=1, ge=1)
+    vllm_enforce_eager: bool = Field(default=False, description="Disable CUDA graphs (slower; "
+                                     "only for debugging).")
+    vllm_sleep: bool = Field(default=True, description="Put vLLM to sleep (weights to CPU, KV "
+                             "cache freed) during the policy update.")
 
 
 class AzrSection(_Section):
@@ -86,18 +118,32 @@ class AzrSection(_Section):
                                "per step.")
     solve_batch: int = Field(default=64, ge=1, description="Solver tasks per task type "
                              "per step.")
-    induction_inputs: int = Field(default=10, ge=2, description="Inputs asked of an "
-                                  "induction proposer.")
-    induction_min_pairs: int = Field(default=2, ge=2, description="Valid (input, output) "
-                                     "pairs an induction proposal needs (half are hidden).")
+    induction_inputs: int = Field(default=10, ge=2, description="N: inputs an induction "
+                                  "proposal must give; it is valid only when all N are "
+                                  "distinct and run (as the reference); half are hidden.")
     buffer_max: int | None = Field(default=None, ge=1, description="Keep only the newest "
                                    "tasks per buffer (None: unbounded, as in the paper).")
     seed_program: str = Field(default="def f(a):\n    return a",
                               description="The identity triplet the buffers start from.")
     seed_input: str = Field(default="'Hello World'")
+    seed_batch_factor: int = Field(default=4, ge=0, description="Seeding stage: before "
+                                   "training, propose (without updates) until each buffer "
+                                   "holds propose_batch x this many tasks (the reference's "
+                                   "seed_batch_factor); 0 skips seeding.")
+    seed_max_rounds: int = Field(default=64, ge=1, description="Give up seeding after this "
+                                 "many propose rounds (a model that cannot propose yet).")
+    solver_sampling: Literal["recent_first", "uniform"] = Field(
+        default="recent_first", description="`recent_first`: tasks added in the last "
+        "recent_window steps first, then uniform (the reference's max_new); `uniform`: "
+        "uniform with replacement.")
+    recent_window: int = Field(default=1, ge=1, description="Steps that count as recent.")
 
 
 class RewardSection(_Section):
+    values: Literal["paper", "released"] = Field(
+        default="paper", description="`paper`: the paper's rewards; `released`: the released "
+        "code's (a valid proposal with learnability 0 gets wrong_penalty, an invalid one "
+        "format_penalty).")
     wrong_penalty: float = Field(default=-0.5, description="Well-formed but wrong/invalid.")
     format_penalty: float = Field(default=-1.0, description="Malformed response.")
 
@@ -106,9 +152,36 @@ class OptimSection(_Section):
     lr: float = Field(default=1e-6, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     clip_eps: float = Field(default=0.2, gt=0, description="PPO ratio clip.")
-    epochs: int = Field(default=1, ge=1, description="Optimizer steps per batch of rollouts.")
-    micro_batch: int = Field(default=8, ge=1, description="Sequences per forward/backward.")
+    epochs: int = Field(default=1, ge=1, description="Passes over one AZR step's samples.")
+    mini_batch_size: int | None = Field(
+        default=256, ge=1, description="Samples per optimizer step: one AZR step makes "
+        "ceil(samples / mini_batch_size) updates per epoch (the reference's "
+        "ppo_mini_batch_size). None: one update per epoch.")
+    micro_batch_tokens: int = Field(default=16384, ge=1, description="Padded tokens "
+                                    "(prompt + completion) per forward/backward pass.")
+    micro_batch: int = Field(default=64, ge=1, description="Most sequences per "
+                             "forward/backward pass.")
+    loss_normalization: Literal["token", "sequence"] = Field(
+        default="token", description="`token`: sum of token losses / completion tokens of "
+        "the mini-batch (token-mean); `sequence`: mean over sequences of each sequence's "
+        "mean token loss.")
     max_grad_norm: float = Field(default=1.0, gt=0)
+    offload_master: bool = Field(default=False, description="Keep the fp32 master weights "
+                                 "and the optimizer state in CPU memory.")
+    logprob_chunk_tokens: int = Field(default=1024, ge=1, description="Completion tokens per "
+                                      "chunk of the selective log-softmax.")
+
+
+class WarmupSection(_Section):
+    """Supervised format warm-up before RL (`warmup.py`): valid AZR completions for the
+    loop's own prompts, built from templated programs validated by the service. For models
+    that cannot write the answer format yet (the tiny demo model)."""
+
+    steps: int = Field(default=0, ge=0, description="Optimizer steps; 0 turns it off.")
+    lr: float = Field(default=3e-3, gt=0)
+    batch_size: int = Field(default=8, ge=1, description="Examples per step.")
+    examples: int = Field(default=240, ge=6, description="Size of the corpus.")
+    programs: int = Field(default=48, ge=2, description="Distinct templated programs.")
 
 
 class RunSection(_Section):
@@ -119,6 +192,10 @@ class RunSection(_Section):
                                   "0 = only at the end.")
     keep_checkpoints: int = Field(default=2, ge=1)
     plot: bool = Field(default=True, description="Write training_curves.png at the end.")
+    log_samples: bool = Field(default=True, description="Write every sampled completion, "
+                              "its parse, verdicts and reward to samples.jsonl.")
+    log_prompts: bool = Field(default=False, description="Include full prompts in "
+                              "samples.jsonl (large).")
     progress: bool = Field(default=True, description="Show a progress bar.")
 
 
@@ -131,6 +208,7 @@ class TrainConfig(_Section):
     azr: AzrSection = Field(default_factory=AzrSection)
     rewards: RewardSection = Field(default_factory=RewardSection)
     optim: OptimSection = Field(default_factory=OptimSection)
+    warmup: WarmupSection = Field(default_factory=WarmupSection)
     run: RunSection = Field(default_factory=RunSection)
 
 

@@ -9,20 +9,27 @@ from typing import Any
 import torch
 
 from .model import Policy
-from .rollout import Generation, GenerationRequest, fit_prompt
+from .precision import autocast
+from .rollout import Generation, GenerationRequest, expand, fit_prompt, truncate_at_stop
 
 
 class TransformersEngine:
-    """Samples from the live policy; nothing to sync since it *is* the trained module."""
+    """Samples from the live policy; nothing to sync since it *is* the trained module.
+
+    Generation stops at EOS or after a stop string (`</answer>` by default), which is kept:
+    the policy learns to close its answer, and nothing after it is sampled or trained on.
+    """
 
     def __init__(self, policy: Policy, *, temperature: float = 1.0, top_p: float = 1.0,
-                 batch_size: int = 16) -> None:
+                 batch_size: int = 16, stop: Sequence[str] = ("</answer>",)) -> None:
         self.policy = policy
         self.temperature = temperature
         self.top_p = top_p
         self.batch_size = batch_size
+        self.stop = tuple(stop)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        requests = expand(requests)
         out: list[Generation | None] = [None] * len(requests)
         # One generate() call per token budget and batch: budgets differ per role.
         by_budget: dict[int, list[int]] = defaultdict(list)
@@ -53,22 +60,40 @@ class TransformersEngine:
         sampling: dict[str, Any] = (
             {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
             if self.temperature > 0 else {"do_sample": False})
-        sequences = self.policy.model.generate(
-            input_ids=input_ids.to(self.policy.device),
-            attention_mask=attention.to(self.policy.device),
-            max_new_tokens=budget, pad_token_id=pad, eos_token_id=eos, top_k=0, **sampling)
+        if self.stop:
+            sampling.update(stop_strings=list(self.stop), tokenizer=tok)
+        with autocast(self.policy.device, self.policy.param_dtype, self.policy.compute_dtype):
+            sequences = self.policy.model.generate(
+                input_ids=input_ids.to(self.policy.device),
+                attention_mask=attention.to(self.policy.device),
+                max_new_tokens=budget, pad_token_id=pad, eos_token_id=eos, top_k=0,
+                **sampling)
+
+        def decode(ids: Sequence[int]) -> str:
+            return str(tok.decode(list(ids), skip_special_tokens=True))
+
         generations = []
         for row, ids in enumerate(prompts):
             completion = sequences[row, width:].tolist()
             if eos in completion:
                 # Keep the EOS: the policy must learn where to stop.
                 completion = completion[:completion.index(eos) + 1]
-            text = tok.decode(completion, skip_special_tokens=True)
-            generations.append(Generation(text, tuple(ids), tuple(completion)))
+            elif pad in completion:
+                # A row that stopped on a stop string is padded up to the longest row.
+                completion = completion[:completion.index(pad)]
+            if self.stop:
+                completion = truncate_at_stop(completion, decode, self.stop)
+            generations.append(Generation(decode(completion), tuple(ids), tuple(completion)))
         return generations
 
     def sync_weights(self, model: Any) -> None:
         """Nothing to do: generation runs on the trained module."""
+
+    def sleep(self) -> None:
+        """Nothing to release: the engine holds no memory of its own."""
+
+    def wake(self) -> None:
+        """Nothing to restore."""
 
     def close(self) -> None:
         """Nothing to release."""

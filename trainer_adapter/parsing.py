@@ -2,6 +2,9 @@
 
 `None` means malformed (format penalty -1). A well-formed proposal whose program or input is
 broken is *not* malformed: the verifier rejects it, which costs the smaller -0.5.
+
+The envelope is parsed tolerantly by default (`split_response`: the last complete answer
+block counts, text after it is ignored), as the reference implementation does.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ class InductionProposal:
     message: str
 
 
-def parse_triple_proposal(text: str) -> TripleProposal | None:
-    parsed = split_response(text)
+def parse_triple_proposal(text: str, *, strict: bool = False) -> TripleProposal | None:
+    parsed = split_response(text, strict=strict)
     if parsed is None:
         return None
     program = inp = None
@@ -50,19 +53,22 @@ def parse_triple_proposal(text: str) -> TripleProposal | None:
     return TripleProposal(program, inp)
 
 
-def parse_induction_proposal(text: str, max_inputs: int) -> InductionProposal | None:
-    """Distinct inputs, in order, at most `max_inputs`; the message is optional."""
-    parsed = split_response(text)
+def parse_induction_proposal(text: str, n_inputs: int, *, strict: bool = False
+                             ) -> InductionProposal | None:
+    """Exactly `n_inputs` inputs (the last ones when there are more) and a message, as the
+    reference requires; fewer inputs or no message is malformed. Repeated inputs are kept
+    here and rejected by validation (they would leak hidden pairs)."""
+    parsed = split_response(text, strict=strict)
     if parsed is None:
         return None
     inputs: list[str] = []
     message = ""
     for block in fenced_blocks(parsed.answer):
         body = block.body.strip()
-        if block.lang == "input" and body and body not in inputs:
+        if block.lang == "input" and body:
             inputs.append(body)
         elif block.lang == "message" and not message:
             message = body
-    if not inputs:
+    if len(inputs) < n_inputs or not message:
         return None
-    return InductionProposal(tuple(inputs[:max_inputs]), message)
+    return InductionProposal(tuple(inputs[-n_inputs:]), message)

@@ -27,18 +27,22 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> Path:
     # Headless: never pick an interactive backend on a training box.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     records = read_metrics(metrics_path)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    panels: list[tuple[Any, str, str]] = [
-        (axes[0][0], "reward", "mean reward per task x role"),
-        (axes[0][1], "solve_rate", "solver accuracy / valid-proposal rate"),
-        (axes[1][0], "buffer_size", "buffer sizes"),
-        (axes[1][1], "time", "seconds per step"),
+    fig, axes = plt.subplots(2, 3, figsize=(17, 8))
+    panels: list[tuple[Any, str, str, set[str] | None]] = [
+        (axes[0][0], "reward", "mean reward per task x role", None),
+        (axes[0][1], "solve_rate", "solver accuracy / valid-proposal rate", None),
+        (axes[0][2], "verdicts", "verdicts per step (all stages)", None),
+        (axes[1][0], "update", "policy update", {"loss", "grad_norm", "clip_fraction"}),
+        (axes[1][1], "buffer_size", "buffer sizes", None),
+        (axes[1][2], "time", "seconds per step", None),
     ]
-    for axis, section, title in panels:
+    for axis, section, title, only in panels:
         colors: dict[str, str] = {}
-        keys = sorted({k for r in records for k in r.get(section, {})})
+        keys = sorted({k for r in records for k in r.get(section, {})
+                       if only is None or k in only})
         for key in keys:
             steps, values = _series(records, section, key)
             if steps:
@@ -53,6 +57,7 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> Path:
                               label=f"valid {key}")
         axis.set_title(title)
         axis.set_xlabel("step")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
     fig.tight_layout()

@@ -7,6 +7,12 @@
   answer), -0.5 when well-formed but wrong (invalid proposal, wrong answer), -1 when the
   format is broken.
 
+`RewardValues.RELEASED` gives the values of the authors' released code instead
+(absolute_zero_reasoner/rewards/reward_managers.py): a *valid* proposal whose learnability is 0
+(solved by all or none of the rollouts) gets the wrong-answer penalty -0.5 instead of 0, and an
+*invalid* proposal (rejected by the executor) gets -1 like a malformed one. Solver rewards are
+the same under both.
+
 A sample the verifier could not judge (`sandbox_error`) gets no reward at all (None) and is
 left out of baselines and the update: infrastructure failures are never model failures.
 """
@@ -27,10 +33,16 @@ class Outcome(StrEnum):
     EXCLUDED = "excluded"  # the verifier failed; nothing to learn from
 
 
+class RewardValues(StrEnum):
+    PAPER = "paper"
+    RELEASED = "released"
+
+
 @dataclass(frozen=True)
 class Penalties:
     wrong: float = -0.5
     malformed: float = -1.0
+    values: RewardValues = RewardValues.PAPER
 
 
 def learnability(solve_rate: float) -> float:
@@ -75,7 +87,14 @@ def solver_reward(answer: AnswerState | None, penalties: Penalties) -> float | N
 def proposer_reward(outcome: Outcome, rate: float | None, penalties: Penalties
                     ) -> float | None:
     """Valid proposal -> learnability of its solve rate; invalid -> -0.5; malformed -> -1.
-    A valid proposal whose rollouts could not be judged is excluded."""
+    A valid proposal whose rollouts could not be judged is excluded. (Released values: a
+    learnability of 0 -> -0.5, invalid -> -1.)"""
+    released = penalties.values is RewardValues.RELEASED
     if outcome is Outcome.PASSABLE:
-        return None if rate is None else learnability(rate)
+        if rate is None:
+            return None
+        reward = learnability(rate)
+        return penalties.wrong if released and reward == 0.0 else reward
+    if outcome is Outcome.WRONG and released:
+        return penalties.malformed
     return composite(outcome, 0.0, penalties)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -20,21 +20,26 @@ from .tasks import Role
 class Stage(StrEnum):
     """Where in the AZR step a generation happens."""
 
+    SEED = "seed"  # proposals of the seeding stage (validated, never trained)
     PROPOSE = "propose"
     LEARNABILITY = "learnability"  # n solver rollouts on a fresh proposal
     SOLVE = "solve"
 
     @property
     def role(self) -> Role:
-        return Role.PROPOSE if self is Stage.PROPOSE else Role.SOLVE
+        return Role.PROPOSE if self in (Stage.SEED, Stage.PROPOSE) else Role.SOLVE
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """`n` samples of one prompt (the learnability rollouts ask for n at once, which vLLM
+    serves from one prefill)."""
+
     prompt: str
     stage: Stage
     task_type: TaskType
     max_new_tokens: int
+    n: int = 1
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,29 @@ class Generation:
     prompt_ids: tuple[int, ...]
     completion_ids: tuple[int, ...]
     scripted: bool = False
+    # Sampling log-probs of completion_ids when the engine reports them (vLLM).
+    logprobs: tuple[float, ...] | None = None
+
+
+def expand(requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
+    """One request per sample (engines without native `n`)."""
+    return [replace(r, n=1) for r in requests for _ in range(r.n)]
+
+
+def truncate_at_stop(ids: Sequence[int], decode: Callable[[Sequence[int]], str],
+                     stops: Sequence[str]) -> list[int]:
+    """The shortest prefix of `ids` whose text contains a stop string (kept), else all."""
+    text = decode(ids)
+    if not any(stop in text for stop in stops):
+        return list(ids)
+    low, high = 1, len(ids)  # "contains a stop" is monotone in the prefix length
+    while low < high:
+        mid = (low + high) // 2
+        if any(stop in decode(ids[:mid]) for stop in stops):
+            high = mid
+        else:
+            low = mid + 1
+    return list(ids[:low])
 
 
 class TextCodec(Protocol):
@@ -56,11 +84,21 @@ class TextCodec(Protocol):
 
 
 class RolloutEngine(Protocol):
-    """Generates completions; receives the trained weights after every update."""
+    """Generates completions; receives the trained weights after every update.
+
+    `generate` returns `sum(r.n for r in requests)` generations: the n samples of each
+    request, consecutively, in request order. Around the policy update the loop calls
+    `sleep()` (hand GPU memory to the trainer), then `sync_weights(model)` (load the new
+    weights) and `wake()` (restore the rest, e.g. the KV cache).
+    """
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
 
     def sync_weights(self, model: Any) -> None: ...
+
+    def sleep(self) -> None: ...
+
+    def wake(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -105,6 +143,7 @@ class ScriptedEngine:
         return cls(inner, tokenizer, script, max_prompt_tokens)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        requests = expand(requests)
         scripted = [self.script(request) for request in requests]
         unscripted = [r for r, text in zip(requests, scripted, strict=True) if text is None]
         generated = iter(self.inner.generate(unscripted) if unscripted else [])
@@ -124,6 +163,12 @@ class ScriptedEngine:
 
     def sync_weights(self, model: Any) -> None:
         self.inner.sync_weights(model)
+
+    def sleep(self) -> None:
+        self.inner.sleep()
+
+    def wake(self) -> None:
+        self.inner.wake()
 
     def close(self) -> None:
         self.inner.close()

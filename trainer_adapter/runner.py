@@ -3,13 +3,13 @@ checkpoints and the plot."""
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from azr_verify.client import Client, ClientConfig
 
@@ -21,11 +21,15 @@ from .loop import AzrTrainer
 from .metrics import MetricsWriter
 from .model import Policy, load_policy
 from .plotting import plot_metrics
+from .precision import adamw_factory, build_optimizer
 from .rollout import RolloutEngine
+from .sample_log import SampleLog
 from .tasks import Triple
 from .validation import Verifier
 
 EngineWrapper = Callable[[RolloutEngine, Policy], RolloutEngine]
+
+log = logging.getLogger("azr_verify.trainer")
 
 
 class SeedRejectedError(RuntimeError):
@@ -45,13 +49,11 @@ class RunResult:
 def build_engine(config: TrainConfig, policy: Policy) -> RolloutEngine:
     rollout = config.rollout
     if rollout.engine is EngineName.VLLM:
-        from .vllm_engine import VLLMEngine  # vLLM only when asked for
+        from .vllm_engine import VLLMEngine, VLLMSettings  # vLLM only when asked for
 
-        return VLLMEngine(policy, temperature=rollout.temperature, top_p=rollout.top_p,
-                          gpu_memory_utilization=rollout.vllm_gpu_memory_utilization,
-                          seed=config.run.seed)
+        return VLLMEngine(policy, VLLMSettings.from_config(rollout, seed=config.run.seed))
     return TransformersEngine(policy, temperature=rollout.temperature, top_p=rollout.top_p,
-                              batch_size=max(1, config.optim.micro_batch * 2))
+                              batch_size=rollout.batch_size, stop=rollout.stop)
 
 
 def make_client(config: TrainConfig) -> Client:
@@ -88,18 +90,33 @@ def run_training(config: TrainConfig, *, client: Client | None = None,
     own_client = client is None
     client = client or make_client(config)
     policy = load_policy(config.model, run.seed)
-    engine = build_engine(config, policy)
-    if wrap_engine is not None:
-        engine = wrap_engine(engine, policy)
     writer = MetricsWriter(out_dir / "metrics.jsonl")
+    samples = (SampleLog(out_dir / "samples.jsonl", log_prompts=run.log_prompts)
+               if run.log_samples else None)
     checkpoint: Path | None = None
     last: dict[str, Any] = {}
+    engine: RolloutEngine | None = None
     try:
-        buffers = Buffers.seeded(seed_triple(client, config), config.azr.buffer_max)
-        optimizer = torch.optim.AdamW(policy.model.parameters(), lr=config.optim.lr,
-                                      weight_decay=config.optim.weight_decay)
-        verifier = Verifier(client, config.service.policy, config.azr.induction_min_pairs)
-        trainer = AzrTrainer(config, policy, engine, verifier, buffers, optimizer, rng)
+        seed = seed_triple(client, config)
+        if config.warmup.steps:
+            from .warmup import run_warmup  # the demo's supervised format warm-up
+
+            summary = run_warmup(policy, client, config, rng)
+            (out_dir / "warmup.json").write_text(json.dumps(summary, indent=1))
+            log.info("warm-up: %s", json.dumps(summary))
+        engine = build_engine(config, policy)
+        if wrap_engine is not None:
+            engine = wrap_engine(engine, policy)
+        buffers = Buffers.seeded(seed, config.azr.buffer_max)
+        optimizer = build_optimizer(policy.model, adamw_factory(config.optim.lr,
+                                                                config.optim.weight_decay),
+                                    offload=config.optim.offload_master)
+        verifier = Verifier(client, config.service.policy)
+        trainer = AzrTrainer(config, policy, engine, verifier, buffers, optimizer, rng,
+                             samples)
+        seeding = trainer.seed()
+        (out_dir / "seeding.json").write_text(json.dumps(seeding, indent=1))
+        log.info("seeding: %s", json.dumps(seeding))
         with _progress(run.steps, run.progress) as bar:
             for step in range(1, run.steps + 1):
                 last = trainer.step(step)
@@ -114,7 +131,10 @@ def run_training(config: TrainConfig, *, client: Client | None = None,
                                          {"metrics": last}, run.keep_checkpoints)
     finally:
         writer.close()
-        engine.close()
+        if samples is not None:
+            samples.close()
+        if engine is not None:
+            engine.close()
         if own_client:
             client.close()
     plot = plot_metrics(writer.path, out_dir / "training_curves.png") if run.plot else None

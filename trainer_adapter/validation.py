@@ -1,21 +1,25 @@
 """Every execution of the loop, through the client: one `/v1/check` round trip per stage.
 
-- proposals: (p, i, null) -> gold output (deduction/abduction), (p, ik, null) per input
-  (induction), turned into buffer tasks or rejection reasons;
+- proposals: (p, i, null) -> gold output (deduction/abduction), (p, ik, null) for each of the
+  N inputs (induction: valid only when all N are distinct and accepted, as the reference),
+  turned into buffer tasks or rejection reasons;
 - answers: (p, i, o'), (p, i', o*), (p', ik, ok) folded to correct / wrong / infra failure.
+
+Every fold keeps its verdicts and detail so the sample log can say why.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from azr_verify.client import (
+    AnswerOutcome,
     AnswerSlot,
-    AnswerState,
     CheckBatch,
+    CheckResult,
     Client,
     IOPair,
     ProposalSlot,
@@ -26,6 +30,8 @@ from azr_verify.client import (
 from .parsing import InductionProposal, TripleProposal
 from .rewards import Outcome
 from .tasks import InductionTask, Task, Triple
+
+REPEATED_INPUTS = "repeated inputs"
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class ProposalCheck:
     outcome: Outcome  # PASSABLE (valid), WRONG (rejected) or EXCLUDED (verifier failed)
     task: Task | None = None
     reason: Verdict | None = None
+    detail: str | None = None
+    verdicts: tuple[Verdict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,20 +59,27 @@ class AnswerCandidate:
     answer: str | None  # None: malformed response
 
 
+@dataclass
 class Verifier:
-    """Builds each stage's batch, sends it, folds it; counts every verdict it sees."""
+    """Builds each stage's batch, sends it, folds it; counts every verdict it sees, per
+    stage."""
 
-    def __init__(self, client: Client, policy: str, induction_min_pairs: int = 2) -> None:
-        self.client = client
-        self.policy = policy
-        self.induction_min_pairs = induction_min_pairs
-        self.verdicts: Counter[str] = Counter()
+    client: Client
+    policy: str
+    verdicts: Counter[str] = field(default_factory=Counter)
+    by_stage: dict[str, Counter[str]] = field(default_factory=dict)
 
-    def _run(self, batch: CheckBatch) -> list[Any]:
+    def reset_counts(self) -> None:
+        self.verdicts.clear()
+        self.by_stage.clear()
+
+    def _run(self, batch: CheckBatch, stage: str) -> list[CheckResult]:
         if not batch.items:
             return []
         results = self.client.check(batch.items, self.policy)
-        self.verdicts.update(r.verdict.value for r in results)
+        counts = Counter(r.verdict.value for r in results)
+        self.verdicts.update(counts)
+        self.by_stage.setdefault(stage, Counter()).update(counts)
         return results
 
     def proposals(self, candidates: Sequence[ProposalCandidate | None],
@@ -79,39 +94,51 @@ class Verifier:
                 slots.append(batch.add_proposal(
                     cand.proposal.program, [cand.proposal.input],
                     meta={"task_type": cand.task_type.value}))
+            elif len(set(cand.proposal.inputs)) < len(cand.proposal.inputs):
+                slots.append(None)  # rejected below without running anything
             else:
                 slots.append(batch.add_proposal(
                     cand.base_program or "", cand.proposal.inputs,
-                    min_valid=self.induction_min_pairs,
                     meta={"task_type": cand.task_type.value}))
-        results = self._run(batch)
-        return [None if cand is None or slot is None else self._fold(cand, slot, results)
-                for cand, slot in zip(candidates, slots, strict=True)]
+        results = self._run(batch, str(meta.get("stage", "propose")))
+        checks: list[ProposalCheck | None] = []
+        for cand, slot in zip(candidates, slots, strict=True):
+            if cand is None:
+                checks.append(None)
+            elif slot is None:
+                checks.append(ProposalCheck(Outcome.WRONG, detail=REPEATED_INPUTS))
+            else:
+                checks.append(self._fold(cand, slot, results))
+        return checks
 
     @staticmethod
-    def _fold(cand: ProposalCandidate, slot: ProposalSlot, results: Sequence[Any]
+    def _fold(cand: ProposalCandidate, slot: ProposalSlot, results: Sequence[CheckResult]
               ) -> ProposalCheck:
         outcome = slot.outcome(results)
         if outcome.infra_failure:
-            return ProposalCheck(Outcome.EXCLUDED, reason=Verdict.SANDBOX_ERROR)
+            return ProposalCheck(Outcome.EXCLUDED, reason=Verdict.SANDBOX_ERROR,
+                                 detail=outcome.detail, verdicts=outcome.verdicts)
         if not outcome.valid:
-            return ProposalCheck(Outcome.WRONG, reason=outcome.reason)
+            return ProposalCheck(Outcome.WRONG, reason=outcome.reason, detail=outcome.detail,
+                                 verdicts=outcome.verdicts)
         if isinstance(cand.proposal, TripleProposal):
             gold = outcome.gold_output
             assert gold is not None
             return ProposalCheck(Outcome.PASSABLE,
-                                 Triple(cand.proposal.program, cand.proposal.input, gold))
+                                 Triple(cand.proposal.program, cand.proposal.input, gold),
+                                 verdicts=outcome.verdicts)
         pairs = [IOPair(inp, out) for inp, out
                  in zip(cand.proposal.inputs, outcome.outputs, strict=True) if out is not None]
-        # Half the pairs are shown to the solver, the rest (at least one) check its program.
+        # Half the pairs are shown to the solver, the rest check its program (as the
+        # reference: the first N // 2 are given, the others hidden).
         shown = len(pairs) // 2
         task = InductionTask(cand.base_program or "", cand.proposal.message,
                              tuple(pairs[:shown]), tuple(pairs[shown:]))
-        return ProposalCheck(Outcome.PASSABLE, task)
+        return ProposalCheck(Outcome.PASSABLE, task, verdicts=outcome.verdicts)
 
     def answers(self, candidates: Sequence[AnswerCandidate], meta: dict[str, Any]
-                ) -> list[AnswerState | None]:
-        """One state per candidate; None for a malformed answer (never sent)."""
+                ) -> list[AnswerOutcome | None]:
+        """One outcome per candidate; None for a malformed answer (never sent)."""
         batch = CheckBatch(meta=meta)
         slots: list[AnswerSlot | None] = []
         for cand in candidates:
@@ -127,5 +154,5 @@ class Verifier:
             else:
                 slots.append(batch.add_abduction(cand.task.program, cand.answer,
                                                  cand.task.output, meta=item_meta))
-        results = self._run(batch)
-        return [None if slot is None else slot.outcome(results).state for slot in slots]
+        results = self._run(batch, str(meta.get("stage", "solve")))
+        return [None if slot is None else slot.outcome(results) for slot in slots]
