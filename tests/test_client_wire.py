@@ -23,6 +23,7 @@ REQUESTS: list[tuple[type[BaseModel], str]] = [(wire.CheckItem, "CheckItem")]
 RESPONSES: list[tuple[type[BaseModel], str]] = [
     (wire.CheckResult, "CheckResult"),
     (wire.Violation, "Violation"),
+    (wire.AppliedLimits, "Limits"),
     (wire.JobStatus, "JobStatusResponse"),
     (wire.JobProgress, "JobProgress"),
     (wire.AuditRecord, "AuditRecord"),
