@@ -607,8 +607,87 @@ def test_foreign_assignment(program: str, rule: str, name: str) -> None:
     assert (rule, name) in violations(program)
 
 
+# --- scoping tricks that hide what a name is --------------------------------------------------
+
+SCOPING: list[Attempt] = [
+    ("class-body-import", "class A:\n    import json\ndef f():\n    return A.json.codecs",
+     "import_in_class", "json"),
+    ("class-body-import-restricted",
+     "class A:\n    from functools import wraps\n"
+     "def f(g):\n    return A.wraps(g, assigned=('__globals__',))", "import_in_class",
+     "functools"),
+    ("class-body-import-abcmeta",
+     "class A:\n    from abc import ABCMeta\ndef f():\n    return A.ABCMeta('X', (), {})",
+     "import_in_class", "abc"),
+    ("global-declared-import",
+     "def g():\n    global json\n    import json\ng()\ndef f():\n    return json.codecs",
+     "module_member", "json.codecs"),
+    ("nonlocal-declared-import",
+     "def f():\n    json = 1\n    def inner():\n        nonlocal json\n        import json\n"
+     "    inner()\n    return json.codecs", "module_member", "json.codecs"),
+    ("nonlocal-chain-import",
+     "def f():\n    json = 1\n    def mid():\n        nonlocal json\n"
+     "        def inner():\n            nonlocal json\n            import json\n"
+     "        inner()\n    mid()\n    return json.codecs", "module_member", "json.codecs"),
+    ("global-declared-patch",
+     "def g():\n    global json\n    import json\ng()\njson.dumps = print",
+     "foreign_assignment", "json.dumps"),
+    ("shadowed-parameter-is-not-the-module",
+     "import json\ndef f(json):\n    return json\ndef g():\n    return json",
+     "module_value", "json"),
+    ("comprehension-alias", "import json\ndef f():\n    return [m.codecs for m in [json]]",
+     "module_value", "json"),
+    ("match-capture-alias",
+     "import json\ndef f():\n    match json:\n        case m:\n            return m.codecs",
+     "module_value", "json"),
+    ("with-alias", "import json, contextlib\ndef f():\n"
+     "    with contextlib.nullcontext(json) as m:\n        return m.codecs", "module_value",
+     "json"),
+    ("default-alias", "import json\ndef f(m=json):\n    return m.codecs", "module_value",
+     "json"),
+    ("singledispatch", "from functools import singledispatch", "module_member",
+     "functools.singledispatch"),
+    ("singledispatch-typeddict-gadget",
+     "import functools, typing\nT = typing.TypedDict('T', {'x': \"__import__('os') and int\"})\n"
+     "def w(x):\n    pass\nfunctools.update_wrapper(w, T)\n"
+     "functools.singledispatch(len).register(w)", "module_member", "functools.singledispatch"),
+]
+
+
+@table(SCOPING)
+def test_scoping_tricks(program: str, rule: str, name: str) -> None:
+    assert (rule, name) in violations(program)
+
+
+# --- type(C) is the metaclass when C is a class: it must not reach program code ----------------
+
+TYPE_LEAKS: list[Attempt] = [
+    ("subscript-key", "class D(dict):\n    def __missing__(self, k):\n        return k\n"
+     "def f():\n    return D()[type(int)]", "dynamic_class", "type"),
+    ("reflected-eq", "class E:\n    def __eq__(self, o):\n        self.o = o\n"
+     "        return True\ndef f(e):\n    return type(int) == e", "dynamic_class", "type"),
+    ("contains-hook", "def f(c):\n    return type(int) in c", "dynamic_class", "type"),
+    ("method-argument", "def f(d):\n    return d.get(type(int))", "dynamic_class", "type"),
+    ("one-argument-metaclass-call", "def f():\n    return type(int)(int)", "dynamic_class",
+     "type"),
+    ("starred-metaclass-call", "def f(a):\n    return type(int)(*a)", "dynamic_class",
+     "type"),
+    ("kwargs-metaclass-call", "def f(k):\n    return type(int)('X', **k)", "dynamic_class",
+     "type"),
+    ("yielded", "def f():\n    yield type(int)", "dynamic_class", "type"),
+    ("lambda-returned", "f = lambda c: type(c)", "dynamic_class", "type"),
+    ("bool-context", "def f(c):\n    if type(c):\n        return 1", "dynamic_class", "type"),
+    ("class-base", "class A(type(int)):\n    pass", "dynamic_class", "type"),
+]
+
+
+@table(TYPE_LEAKS)
+def test_metaclass_leaks(program: str, rule: str, name: str) -> None:
+    assert (rule, name) in violations(program)
+
+
 def test_every_table_is_a_distinct_attempt() -> None:
     ids = [a[0] for t in (REEXPORTS, IMPORTS, COMPUTED, FORMATS, FRAMES, BUILTINS, CLASSES,
-                          HOOKS, FOREIGN) for a in t]
+                          HOOKS, FOREIGN, SCOPING, TYPE_LEAKS) for a in t]
     assert len(ids) == len(set(ids))
     assert len(ids) >= 250

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from azr_verify.service.models import PolicyName, Violation
 from azr_verify.service.verify.policy_rules import azr_violations
+from azr_verify.service.verify.syntax import check_scopes, context_error
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,13 @@ def _parse_program(source: object) -> tuple[ast.Module | None, str | None]:
         return None, f"line {source.count(chr(10), 0, nul) + 1}: the program contains a NUL byte"
     try:
         tree = ast.parse(source, filename="<program>")
-        # Compiling (not running) also catches what the parser lets through: `return` outside a
-        # function, `nonlocal` at module level, a name both parameter and global, ... Compiling
-        # the text costs about half of compiling the tree, which must be converted back first.
-        compile(source, "<program>", "exec", dont_inherit=True)
+        # What only the bytecode compiler would refuse, found without compiling (see syntax.py
+        # for why the trusted process must not call compile on untrusted text).
+        misplaced = context_error(tree)
+        if misplaced is not None:
+            line, message = misplaced
+            return None, f"line {line}: {message}"
+        check_scopes(source)
     except SyntaxError as exc:
         return None, _syntax_message(exc)
     except (RecursionError, MemoryError):

@@ -31,6 +31,7 @@ from azr_verify.service.verify.policy_scopes import (
     ScopeKind,
     Source,
     analyse,
+    child_nodes,
     literal_strings,
     parameters,
     split_children,
@@ -67,13 +68,15 @@ _INHERITED: Final = ~(_MODULE_BASE | _APPROVED_VALUE | _APPROVED_TYPE_RESULT
 # Forward references in forward references are evaluated too; beyond this many levels a
 # program is refused rather than parsed again and again.
 MAX_STRING_ANNOTATION_DEPTH: Final = 3
+# A refused program is refused whatever the count; past this many distinct violations the rest
+# are not recorded (the walk goes on, its cost stays linear).
+MAX_VIOLATIONS: Final = 200
 
 _MAX_MODULE_DEPTH: Final = max(name.count(".") for name in ALLOWED_MODULES) + 1
 _FORMAT_METHODS: Final = frozenset({"format", "format_map"})
 _SET_ATTRIBUTE_DUNDERS: Final = frozenset({"__setattr__", "__delattr__"})
 _NON_LEAKING_CALLS: Final = frozenset({"str", "repr", "print", "format"})
 _TYPE_CHECKS: Final = frozenset({"isinstance", "issubclass"})
-_SKIPPED_FIELDS: Final = frozenset({"ctx", "op", "ops"})
 
 # What a callee may be, as far as the rules care.
 _Identity = tuple[str, ...]  # ("builtin", name) | ("member", module, name) | ("module", name)
@@ -97,6 +100,9 @@ class _Checker:
         self._todo: list[tuple[ast.AST, Scope, int]] = []
         self._call_of: dict[int, ast.Call] = {}  # id(func) -> the call it is the callee of
         self._format_fields: dict[str, list[tuple[str, list[tuple[bool, str]]]] | None] = {}
+        self._walk_free_names: dict[str, bool] = {}  # name -> its literal templates never walk
+        self._displays: dict[int, dict[object, ast.expr] | None] = {}
+        self._literals: dict[int, bool] = {}
         self._handlers: dict[type[ast.AST], Callable[[Any, Scope, int], None]] = {
             ast.Import: self._import,
             ast.ImportFrom: self._import_from,
@@ -147,18 +153,11 @@ class _Checker:
         self._todo.extend((node, scope, flags) for node in nodes)
 
     def _push_children(self, node: ast.AST, scope: Scope, flags: int) -> None:
-        todo = self._todo
-        for name in node._fields:
-            if name in _SKIPPED_FIELDS:
-                continue
-            value = getattr(node, name, None)
-            if isinstance(value, ast.AST):
-                todo.append((value, scope, flags))
-            elif isinstance(value, list):
-                todo.extend((item, scope, flags) for item in value if isinstance(item, ast.AST))
+        self._todo.extend((child, scope, flags) for child in child_nodes(node))
 
     def _report(self, rule: str, name: str, line: int) -> None:
-        self.found.add(Violation(rule=rule, name=name, line=line))
+        if len(self.found) < MAX_VIOLATIONS:
+            self.found.add(Violation(rule=rule, name=name, line=line))
 
     # --- imports -------------------------------------------------------------------------------
 
@@ -709,28 +708,25 @@ class _Checker:
             if isinstance(receiver.value, str):
                 self._check_template(receiver.value, node.attr, call, shift, node.lineno)
             return
-        texts = self._literal_bindings(receiver, scope)
-        if texts is None:
+        if not self._walk_free_template_name(receiver, scope):
             self._report("format_string", node.attr, node.lineno)
-            return
-        for text in texts:
-            fields = self._parsed_template(text)
-            # The template is not at the call site: no walking fields at all.
-            if fields is None or any(walks for _, walks in fields):
-                self._report("format_string", node.attr, node.lineno)
-                return
 
-    def _literal_bindings(self, receiver: ast.expr, scope: Scope) -> list[str] | None:
-        """The texts a name holds when every binding of it is `name = 'literal'`."""
-        if not isinstance(receiver, ast.Name):
-            return None
-        if any(isinstance(o, ImportedModule | ImportedMember) for o in scope.origins(
-                receiver.id)):
-            return None
-        values = self.facts.string_bindings.get(receiver.id)
-        if not values or any(value is None for value in values):
-            return None
-        return [value for value in values if value is not None]
+    def _walk_free_template_name(self, receiver: ast.expr, scope: Scope) -> bool:
+        """A name whose every binding is `name = 'literal'`, none of them with a walking field
+        (the template is not at the call site, so no walk can be matched to its argument)."""
+        if not isinstance(receiver, ast.Name) or any(
+                isinstance(o, ImportedModule | ImportedMember)
+                for o in scope.origins(receiver.id)):
+            return False
+        verdict = self._walk_free_names.get(receiver.id)
+        if verdict is None:
+            values = self.facts.string_bindings.get(receiver.id)
+            verdict = bool(values) and all(
+                value is not None and (fields := self._parsed_template(value)) is not None
+                and not any(walks for _, walks in fields)
+                for value in values or ())
+            self._walk_free_names[receiver.id] = verdict
+        return verdict
 
     def _check_template(self, text: str, method: str, call: ast.Call | None, shift: int,
                         line: int) -> None:
@@ -747,8 +743,53 @@ class _Checker:
                 continue
             field_text = first + "".join(f".{k}" if is_attr else f"[{k}]" for is_attr, k in walks)
             argument = _format_argument(call, first, method, shift)
-            if argument is None or not _walk_is_safe(argument, walks):
+            if argument is None or not self._walk_is_safe(argument, walks):
                 self._report("format_string", field_text, line)
+
+    def _walk_is_safe(self, argument: ast.expr, walks: list[tuple[bool, str]]) -> bool:
+        """Follows a format field's walk through the argument's AST: an item of a container
+        display is the element written there (the program's own, already checked expression);
+        an attribute may be read only from a literal, and only by a public, non-interpreter
+        name, and nothing follows it."""
+        node: ast.expr | None = argument
+        for is_attribute, key in walks:
+            if node is None:
+                return False
+            if is_attribute:
+                if (not self._is_literal(node) or key.startswith("_")
+                        or key in INTERPRETER_ATTRIBUTES):
+                    return False
+                node = None
+            else:
+                items = self._display_items(node)
+                node = None if items is None else items.get(int(key) if key.isdigit() else key)
+                if node is None:
+                    return False
+        return True
+
+    def _display_items(self, node: ast.expr) -> dict[object, ast.expr] | None:
+        """index -> element of a tuple/list display, key -> value of a dict display with
+        constant keys; None for anything else. Cached: many fields may walk one display."""
+        if id(node) in self._displays:
+            return self._displays[id(node)]
+        items: dict[object, ast.expr] | None = None
+        if isinstance(node, ast.Tuple | ast.List):
+            if not any(isinstance(e, ast.Starred) for e in node.elts):
+                items = dict(enumerate(node.elts))
+        elif isinstance(node, ast.Dict) and all(
+                isinstance(k, ast.Constant) for k in node.keys):  # no {**other}
+            items = {}
+            for key, value in zip(node.keys, node.values, strict=True):
+                assert isinstance(key, ast.Constant)
+                items[key.value] = value  # the last of duplicate keys wins, as at run time
+        self._displays[id(node)] = items
+        return items
+
+    def _is_literal(self, node: ast.expr) -> bool:
+        known = self._literals.get(id(node))
+        if known is None:
+            known = self._literals[id(node)] = _is_literal(node)
+        return known
 
     def _parsed_template(self, text: str) -> list[tuple[str, list[tuple[bool, str]]]] | None:
         """The fields of a format template, nested ones included, in the order str.format
@@ -842,41 +883,6 @@ def _is_literal(node: ast.expr) -> bool:
         else:
             return False
     return True
-
-
-def _walk_is_safe(argument: ast.expr, walks: list[tuple[bool, str]]) -> bool:
-    """Follows a format field's walk through the argument's AST: an item of a container display
-    is the element written there (the program's own, already checked expression); an attribute
-    may be read only from a literal, and only by a public, non-interpreter name."""
-    node: ast.expr | None = argument
-    for is_attribute, key in walks:
-        if node is None:
-            return False
-        if is_attribute:
-            if (not _is_literal(node) or key.startswith("_")
-                    or key in INTERPRETER_ATTRIBUTES):
-                return False
-            node = None  # what lies beyond is not written in the program
-        else:
-            node = _display_item(node, int(key) if key.isdigit() else key)
-            if node is None:
-                return False
-    return True
-
-
-def _display_item(node: ast.expr, key: int | str) -> ast.expr | None:
-    """The element `node[key]` is, when node is a tuple/list/dict display that says so."""
-    if isinstance(node, ast.Tuple | ast.List) and isinstance(key, int):
-        if key < len(node.elts) and not any(isinstance(e, ast.Starred) for e in node.elts):
-            return node.elts[key]
-        return None
-    if isinstance(node, ast.Dict):
-        for dict_key, value in zip(node.keys, node.values, strict=True):
-            if dict_key is None:
-                return None  # {**other}: the key may come from elsewhere
-            if isinstance(dict_key, ast.Constant) and dict_key.value == key:
-                return value
-    return None
 
 
 def _format_argument(call: ast.Call | None, first: str, method: str,

@@ -21,6 +21,31 @@ from azr_verify.service.verify.policy_tables import ALLOWED_MODULES
 
 COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+SCOPE_NODES = frozenset({*COMPREHENSIONS, *FUNCTIONS, ast.ClassDef})
+
+# Fields that never hold a node (names, operators, contexts, flags): skipped by child_nodes.
+_LEAF_FIELDS = frozenset({"ctx", "op", "ops", "id", "attr", "arg", "name", "asname", "rest",
+                          "kwd_attrs", "kind", "type_comment", "level", "module", "is_async",
+                          "conversion", "simple", "tag"})
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def child_nodes(node: ast.AST) -> Iterator[ast.AST]:
+    """The direct children of a node, like ast.iter_child_nodes but without contexts and
+    operators, and with the fields to look at cached per node type (this runs for every node
+    of every program)."""
+    fields = _CHILD_FIELDS.get(type(node))
+    if fields is None:
+        fields = _CHILD_FIELDS[type(node)] = tuple(
+            f for f in node._fields if f not in _LEAF_FIELDS)
+    for name in fields:
+        value = getattr(node, name, None)
+        if isinstance(value, ast.AST):
+            yield value
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, ast.AST):
+                    yield item
 
 
 class ScopeKind(Enum):
@@ -76,29 +101,44 @@ class Scope:
 
         A module or class binding need not have happened yet when the name is looked up, so it
         does not hide the builtin; a function's (or comprehension's) locals are decided
-        statically and do.
+        statically and do. Iterative: scopes can nest as deep as the parser allows.
         """
-        known = self._resolved.get(name)
-        if known is not None:
-            return known
-        if self.kind is ScopeKind.MODULE:
-            result = frozenset(self.bindings.get(name, ())) | {Source.BUILTIN}
-        elif name in self.declared_global:
-            result = self._module().origins(name)
-        elif self.kind is ScopeKind.CLASS:
-            result = frozenset(self.bindings.get(name, ())) | self._enclosing(name)
-        elif name in self.declared_nonlocal or name not in self.bindings:
-            result = self._enclosing(name)
-        else:
-            result = frozenset(self.bindings[name])
-        self._resolved[name] = result
+        waiting: list[tuple[Scope, frozenset[Origin]]] = []  # scopes that add to the answer
+        scope = self
+        while True:
+            known = scope._resolved.get(name)
+            if known is not None:
+                result = known
+                break
+            local = frozenset(scope.bindings.get(name, ()))
+            if scope.kind is ScopeKind.MODULE:
+                result = local | {Source.BUILTIN}
+                scope._resolved[name] = result
+                break
+            if name in scope.declared_global:
+                waiting.append((scope, frozenset()))
+                scope = scope._module()
+            elif scope.kind is ScopeKind.CLASS:
+                waiting.append((scope, local))  # the class's binding, or else the enclosing one
+                scope = scope._enclosing_scope()
+            elif name in scope.declared_nonlocal or not local:
+                waiting.append((scope, frozenset()))
+                scope = scope._enclosing_scope()
+            else:
+                result = local
+                scope._resolved[name] = result
+                break
+        for waiting_scope, local in reversed(waiting):
+            result = local | result
+            waiting_scope._resolved[name] = result
         return result
 
-    def _enclosing(self, name: str) -> frozenset[Origin]:
+    def _enclosing_scope(self) -> Scope:
+        """The next scope out whose names a nested scope sees: class bodies are skipped."""
         scope = self.parent
-        while scope is not None and scope.kind is ScopeKind.CLASS:  # invisible to nested scopes
+        while scope is not None and scope.kind is ScopeKind.CLASS:
             scope = scope.parent
-        return scope.origins(name) if scope is not None else frozenset({Source.BUILTIN})
+        return scope if scope is not None else self._module()
 
     def _module(self) -> Scope:
         scope = self
@@ -128,6 +168,8 @@ class ProgramFacts:
 
 def split_children(node: ast.AST) -> tuple[list[ast.AST], list[ast.AST]] | None:
     """For a node that opens a scope: (children evaluated outside it, children inside it)."""
+    if type(node) not in SCOPE_NODES:
+        return None
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
         outside: list[ast.AST] = [*node.decorator_list, *argument_parts(node.args)]
         if node.returns is not None:
@@ -183,7 +225,7 @@ def analyse(tree: ast.AST, facts: ProgramFacts | None = None) -> ProgramFacts:
         _record(node, scope, facts)
         split = split_children(node)
         if split is None:
-            todo.extend((child, scope, depth) for child in ast.iter_child_nodes(node))
+            todo.extend((child, scope, depth) for child in child_nodes(node))
             continue
         inner = _open_scope(node, scope, facts)
         facts.inner_scopes[id(node)] = inner
@@ -225,8 +267,17 @@ def _open_scope(node: ast.AST, scope: Scope, facts: ProgramFacts) -> Scope:
     return inner
 
 
+_RECORDED = frozenset({
+    ast.Name, ast.Assign, ast.AnnAssign, ast.Attribute, ast.FunctionDef, ast.AsyncFunctionDef,
+    ast.ClassDef, ast.Import, ast.ImportFrom, ast.NamedExpr, ast.ExceptHandler, ast.MatchAs,
+    ast.MatchStar, ast.MatchMapping, ast.Global, ast.Nonlocal, ast.Call,
+})
+
+
 def _record(node: ast.AST, scope: Scope, facts: ProgramFacts) -> None:
     """Records what `node` binds in `scope`, and the facts it contributes."""
+    if type(node) not in _RECORDED:
+        return
     if isinstance(node, ast.Name):
         if not isinstance(node.ctx, ast.Load):
             scope.bind(node.id, Source.PROGRAM)

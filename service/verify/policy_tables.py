@@ -204,7 +204,7 @@ ALLOWED_MODULES: dict[str, frozenset[str]] = {
 # every star-exported name is in their table and unrestricted.
 STAR_IMPORT_MODULES: frozenset[str] = frozenset({
     "bisect", "cmath", "collections", "collections.abc", "fractions", "graphlib", "heapq",
-    "itertools", "keyword", "math", "numbers", "queue", "statistics", "struct", "textwrap",
+    "itertools", "keyword", "math", "numbers", "queue", "struct", "textwrap",
 })
 
 # Refused with rule `import_denied` (everything else outside ALLOWED_MODULES is
