@@ -594,6 +594,18 @@ FOREIGN: list[Attempt] = [
      "from collections import Counter\ndef f():\n    object.__setattr__(Counter, 'x', 1)",
      "foreign_assignment", "Counter.x"),
     ("re.compile", "import re\nre.compile = lambda p: p", "foreign_assignment", "re.compile"),
+    ("alias-of-imported-class",
+     "from collections import Counter\nC = Counter\ndef f():\n    C.most_common = len",
+     "foreign_assignment", "C.most_common"),
+    ("alias-of-module-member", "import collections\ndef f():\n    C = collections.Counter\n"
+     "    C.update = len", "foreign_assignment", "C.update"),
+    ("alias-of-builtin", "def f():\n    i = int\n    i.x = 1", "foreign_assignment", "i.x"),
+    ("tuple-alias", "from collections import Counter, deque\ndef f():\n"
+     "    a, b = Counter, deque\n    b.x = 1", "foreign_assignment", "b.x"),
+    ("walrus-alias", "from json import dumps\ndef f():\n    if (d := dumps):\n        d.x = 1",
+     "foreign_assignment", "d.x"),
+    ("display-holder", "from collections import Counter\ndef f():\n    [Counter][0].x = 1",
+     "foreign_assignment", "...[...].x"),
     ("module-as-value", "import json\ndef f():\n    m = json\n    m.dumps = print",
      "module_value", "json"),
     ("module-passed", "import json\ndef f(g):\n    g(json)", "module_value", "json"),

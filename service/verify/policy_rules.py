@@ -103,6 +103,9 @@ class _Checker:
         self._walk_free_names: dict[str, bool] = {}  # name -> its literal templates never walk
         self._displays: dict[int, dict[object, ast.expr] | None] = {}
         self._literals: dict[int, bool] = {}
+        # (id(scope), name) of names bound to something the program did not define
+        self._foreign_aliases = {(id(scope), name) for scope, name, value in facts.alias_bindings
+                                 if self._is_foreign_value(value, scope)}
         self._handlers: dict[type[ast.AST], Callable[[Any, Scope, int], None]] = {
             ast.Import: self._import,
             ast.ImportFrom: self._import_from,
@@ -491,16 +494,30 @@ class _Checker:
 
     def _check_foreign_target(self, receiver: ast.expr, attribute: str, scope: Scope,
                               line: int) -> None:
-        """`receiver.attribute = ...` (or del): the receiver must be the program's own."""
+        """`receiver.attribute = ...` (or del): the receiver must be the program's own: not a
+        module, an imported or builtin name, a plain alias of one, or a display holding one."""
         root = receiver
         while isinstance(root, ast.Attribute | ast.Subscript):
             root = root.value
-        if not isinstance(root, ast.Name):
-            return  # a call's result, a literal...: a value the program computed
-        origins = scope.origins(root.id)
-        imported = any(isinstance(o, ImportedModule | ImportedMember) for o in origins)
-        if imported or Source.PROGRAM not in origins:
+        if isinstance(root, ast.Name):
+            foreign = (self._is_foreign_value(root, scope)
+                       or (id(scope.owner(root.id)), root.id) in self._foreign_aliases)
+        else:
+            # A call's result (getcontext().prec, type(self).count) is computed; a display
+            # (`[Counter][0].x`) holds whatever was put in it.
+            foreign = isinstance(root, ast.Tuple | ast.List | ast.Set | ast.Dict | ast.Constant)
+        if foreign:
             self._report("foreign_assignment", f"{_dotted(receiver)}.{attribute}", line)
+
+    def _is_foreign_value(self, value: ast.expr, scope: Scope) -> bool:
+        """A name the program did not bind (builtin or imported), or a module's member."""
+        if isinstance(value, ast.Attribute):
+            return bool(self._modules_of(value.value, scope))
+        if not isinstance(value, ast.Name):
+            return False
+        origins = scope.origins(value.id)
+        return (any(isinstance(o, ImportedModule | ImportedMember) for o in origins)
+                or Source.PROGRAM not in origins)
 
     # --- calls ---------------------------------------------------------------------------------
 
@@ -854,16 +871,22 @@ def _enum_member_names(node: ast.expr) -> list[str] | None:
 
 
 def _dotted(node: ast.expr, limit: int = 4) -> str:
-    """`a.b.c` for a short chain of names; the tail for a long one; '...' for anything else."""
+    """`a.b.c`, `a[...].b`, `f(...).b` for a short chain; the tail of a long one."""
     parts: list[str] = []
-    while isinstance(node, ast.Attribute) and len(parts) < limit:
-        parts.append(node.attr)
+    while len(parts) < limit:
+        if isinstance(node, ast.Attribute):
+            parts.append("." + node.attr)
+        elif isinstance(node, ast.Subscript):
+            parts.append("[...]")
+        elif isinstance(node, ast.Call):
+            parts.append("(...)")
+            node = node.func
+            continue
+        else:
+            break
         node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-    else:
-        parts.append("...")
-    return ".".join(reversed(parts))
+    head = node.id if isinstance(node, ast.Name) else "..."
+    return head + "".join(reversed(parts))
 
 
 def _is_literal(node: ast.expr) -> bool:

@@ -133,6 +133,19 @@ class Scope:
             waiting_scope._resolved[name] = result
         return result
 
+    def owner(self, name: str) -> Scope:
+        """The scope whose binding of `name` a load here reads (the module scope when the name
+        is free everywhere, or a class body's when bound there)."""
+        scope = self
+        while True:
+            if scope.kind is ScopeKind.MODULE:
+                return scope
+            if name in scope.declared_global:
+                return scope._module()
+            if name in scope.bindings and name not in scope.declared_nonlocal:
+                return scope
+            scope = scope._enclosing_scope()
+
     def _enclosing_scope(self) -> Scope:
         """The next scope out whose names a nested scope sees: class bodies are skipped."""
         scope = self.parent
@@ -161,6 +174,9 @@ class ProgramFacts:
     string_bindings: dict[str, list[str | None]]
     # Name targets of `name = '...'` not yet visited: id(target) -> text.
     literal_targets: dict[int, str] = field(default_factory=dict)
+    # `name = other_name` / `name = a.b` (also in tuples and :=): where a name may be an alias
+    # of something the program did not define. (scope it binds in, name, the value)
+    alias_bindings: list[tuple[Scope, str, ast.expr]] = field(default_factory=list)
 
     def scope_of(self, node: ast.AST) -> Scope:
         return self.inner_scopes[id(node)]
@@ -289,9 +305,13 @@ def _record(node: ast.AST, scope: Scope, facts: ProgramFacts) -> None:
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     facts.literal_targets[id(target)] = node.value.value
+        for target in node.targets:
+            _record_aliases(target, node.value, scope, facts)
         if scope.kind is ScopeKind.CLASS:
             _record_slots(node, facts)
     elif isinstance(node, ast.AnnAssign):
+        if node.value is not None:
+            _record_aliases(node.target, node.value, scope, facts)
         if scope.kind is ScopeKind.CLASS and isinstance(node.target, ast.Name):
             facts.defined_attributes.add(node.target.id)  # a dataclass field needs no value
     elif isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Load):
@@ -322,6 +342,7 @@ def _record(node: ast.AST, scope: Scope, facts: ProgramFacts) -> None:
         # The target (a Store Name, visited next) also binds in a comprehension's own scope;
         # that does no harm: the name is the program's either way.
         scope.binding_scope().bind(node.target.id, Source.PROGRAM)
+        _record_aliases(node.target, node.value, scope.binding_scope(), facts)
     elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
         scope.bind(node.name, Source.PROGRAM)
         _bound_to(facts, node.name, None)
@@ -334,6 +355,19 @@ def _record(node: ast.AST, scope: Scope, facts: ProgramFacts) -> None:
         scope.declared_nonlocal.update(node.names)
     elif isinstance(node, ast.Call):
         _record_setattr(node, facts)
+
+
+def _record_aliases(target: ast.expr, value: ast.expr, scope: Scope,
+                    facts: ProgramFacts) -> None:
+    """Name targets bound to a plain name or dotted name, pairwise through tuple displays."""
+    pairs = [(target, value)]
+    while pairs:
+        left, right = pairs.pop()
+        if isinstance(left, ast.Name) and isinstance(right, ast.Name | ast.Attribute):
+            facts.alias_bindings.append((scope, left.id, right))
+        elif (isinstance(left, ast.Tuple | ast.List) and isinstance(right, ast.Tuple | ast.List)
+              and len(left.elts) == len(right.elts)):
+            pairs.extend(zip(left.elts, right.elts, strict=True))
 
 
 def _bound_to(facts: ProgramFacts, name: str, text: str | None) -> None:
