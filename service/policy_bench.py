@@ -14,6 +14,7 @@ import argparse
 import ast
 import time
 from collections.abc import Callable
+from functools import partial
 
 from azr_verify.service.models import PolicyName
 from azr_verify.service.verify.policy import check_program
@@ -49,6 +50,10 @@ def workloads(size: int) -> dict[str, str]:
     }
 
 
+def _parse_and_compile(source: str) -> object:
+    return compile(ast.parse(source), "<program>", "exec")
+
+
 def cpu_seconds(action: Callable[[], object]) -> float:
     start = time.process_time()
     action()
@@ -67,12 +72,11 @@ def main() -> None:
     print(f"{'workload':28s} {'KB':>6s} {'ast.parse':>10s} {'+compile':>10s} "
           f"{'permissive':>11s} {'azr':>8s}  (CPU seconds)")
     for name, source in workloads(size).items():
-        parse = cpu_seconds(lambda source=source: ast.parse(source))
+        parse = cpu_seconds(partial(ast.parse, source))
         old = float("nan") if args.without_compile else cpu_seconds(
-            lambda source=source: compile(ast.parse(source), "<p>", "exec"))
-        permissive = cpu_seconds(
-            lambda source=source: check_program(source, PolicyName.PERMISSIVE))
-        azr = cpu_seconds(lambda source=source: check_program(source, PolicyName.AZR))
+            partial(_parse_and_compile, source))
+        permissive = cpu_seconds(partial(check_program, source, PolicyName.PERMISSIVE))
+        azr = cpu_seconds(partial(check_program, source, PolicyName.AZR))
         print(f"{name:28s} {len(source) / 1024:6.0f} {parse:10.2f} {old:10.2f} "
               f"{permissive:11.2f} {azr:8.2f}")
 

@@ -484,13 +484,13 @@ class _Checker:
     def _is_base_object(self, receiver: ast.expr | None, scope: Scope) -> bool:
         """`super()` or the builtin `object`: where __new__ may be looked up."""
         if isinstance(receiver, ast.Name):
-            return receiver.id == "object" and Source.BUILTIN in scope.origins("object")
+            return receiver.id == "object" and _only_builtin(scope, "object")
         return self._is_zero_argument_super(receiver, scope)
 
     def _is_zero_argument_super(self, node: ast.expr | None, scope: Scope) -> bool:
         return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id == "super" and not node.args and not node.keywords
-                and Source.BUILTIN in scope.origins("super"))
+                and _only_builtin(scope, "super"))
 
     def _check_foreign_target(self, receiver: ast.expr, attribute: str, scope: Scope,
                               line: int) -> None:
@@ -639,7 +639,7 @@ class _Checker:
         if self._is_zero_argument_super(func.value, scope):
             target, index = None, 0
         elif (isinstance(func.value, ast.Name) and func.value.id == "object"
-              and Source.BUILTIN in scope.origins("object")):
+              and _only_builtin(scope, "object")):
             target, index = (node.args[0] if node.args else None), 1
         else:
             return False
@@ -714,8 +714,8 @@ class _Checker:
         call = self._call_of.get(id(node))
         receiver = node.value
         shift = 0
-        if isinstance(receiver, ast.Name) and receiver.id == "str" and Source.BUILTIN in (
-                scope.origins("str")):
+        if isinstance(receiver, ast.Name) and receiver.id == "str" and _only_builtin(
+                scope, "str"):
             # str.format(template, ...): the template is the first argument
             if call is None or not call.args or isinstance(call.args[0], ast.Starred):
                 self._report("format_string", f"str.{node.attr}", node.lineno)
@@ -825,6 +825,12 @@ class _Checker:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+def _only_builtin(scope: Scope, name: str) -> bool:
+    """The name surely is the builtin: the program binds it nowhere it could be seen from here.
+    (Where the rules restrict a builtin, `may be` is enough; where they trust one, it is not.)"""
+    return scope.origins(name) == {Source.BUILTIN}
+
 
 def _restricted_call(identities: set[_Identity]) -> tuple[str, str] | None:
     for identity in identities:
