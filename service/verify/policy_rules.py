@@ -120,7 +120,6 @@ class _Checker:
             ast.SetComp: self._comprehension,
             ast.DictComp: self._comprehension,
             ast.GeneratorExp: self._comprehension,
-            ast.arg: self._arg,
             ast.AnnAssign: self._ann_assign,
             ast.Assign: self._assign,
             ast.Constant: self._constant,
@@ -305,11 +304,6 @@ class _Checker:
         for parameter in parameters(arguments):
             self._check_bound_name(parameter.arg, parameter.lineno)
             self._push(parameter.annotation, scope, inherited | _ANNOTATION)
-
-    def _arg(self, node: ast.arg, scope: Scope, flags: int) -> None:
-        """Reached only through ast.arguments nodes of other shapes; parameters are done above."""
-        self._check_bound_name(node.arg, node.lineno)
-        self._push(node.annotation, scope, (flags & _INHERITED) | _ANNOTATION)
 
     def _class(self, node: ast.ClassDef, scope: Scope, flags: int) -> None:
         inherited = flags & _INHERITED
