@@ -34,7 +34,11 @@ def check_program(source: str, policy: PolicyName = PolicyName.AZR,
     tree, error = _parse_program(source)
     if tree is None:
         return ProgramCheck(syntax_error=error, violations=(), has_entry=False)
-    violations = azr_violations(tree) if policy is PolicyName.AZR else ()
+    try:
+        violations = azr_violations(tree) if policy is PolicyName.AZR else ()
+    except (RecursionError, MemoryError):  # the rules are iterative; this is a safety net
+        return ProgramCheck(syntax_error="the program is too deeply nested", violations=(),
+                            has_entry=False)
     return ProgramCheck(syntax_error=None, violations=violations,
                         has_entry=entry in _module_bindings(tree.body))
 
