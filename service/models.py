@@ -48,8 +48,8 @@ class Violation(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    rule: str = Field(description="Which rule fired: import_denied, import_unknown, "
-                      "import_relative, builtin, dunder_attribute or dunder_name.")
+    rule: str = Field(description="Which rule fired (docs/design.md §6): import_denied, "
+                      "module_member, computed_attribute, dunder_attribute, ...")
     name: str = Field(description="The module, builtin or attribute that was used.")
     line: int = Field(description="1-based source line.")
 
