@@ -97,8 +97,11 @@ HOSTILE_CASES: list[HostileCase] = [
     _case("exec_shell",
           "import os\ndef f(x):\n    os.execv('/bin/sh', ['sh', '-c', 'echo pwned'])\n",
           Verdict.RUNTIME_ERROR, "PermissionError", "FileNotFoundError"),
+    # stdout and stderr are the child's own sink (writes succeed), stdin its own empty
+    # /dev/null, read-only, as for `python prog.py < /dev/null`.
     _case("write_inherited_fds",
-          "import os\ndef f(x):\n    for fd in (0, 1, 2):\n        os.write(fd, b'garbage')\n"
+          "import os\ndef f(x):\n    for fd in (1, 2):\n        os.write(fd, b'garbage')\n"
+          "    assert os.read(0, 10) == b''\n"
           "    for fd in (0, 1, 2):\n        os.close(fd)\n    return 7\n",
           Verdict.ACCEPTED, output="7"),
     _case("close_every_fd",

@@ -208,6 +208,8 @@ def test_pool_container_has_every_hardening_setting(docker_pool: ZygotePool) -> 
     assert {(m["Source"], m["Destination"], m["RW"]) for m in details["Mounts"]} == {
         ("/dev/null", "/dev/random", False), ("/dev/null", "/dev/urandom", False)}
     assert not host.get("Tmpfs") and not config.get("Volumes")
+    assert set(host["MaskedPaths"]) >= {"/proc/1/stat", "/proc/1/task/1/stat", "/proc/sys",
+                                        "/proc/kcore", "/proc/keys"}
     assert host["LogConfig"]["Type"] == "none"
     assert host["AutoRemove"] is True
     assert config["Labels"][LABEL_SANDBOX] == "1"

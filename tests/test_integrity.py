@@ -303,7 +303,7 @@ def test_a_finalizer_cannot_change_the_value_after_it_is_checked(shared: Engine)
 
 
 def test_a_poisoned_report_is_cached_as_its_own_verdict_and_spoils_nothing(shared: Engine) -> None:
-    program = fresh(FORGE + "def f(x):\n    forge(b'E[1]\\x00x')\n    os._exit(0)\n")
+    program = fresh(FORGE + "def f(x):\n    forge(b'E\\xff[1]\\x00x')\n    os._exit(0)\n")
     poisoned = CheckItem(id="poison", program=program, input="0")
     first = shared.check([poisoned], PERMISSIVE)[0]
     assert first.verdict is Verdict.RUNTIME_ERROR and not first.cached

@@ -71,6 +71,7 @@ def test_every_named_syscall_has_the_kernels_number() -> None:
     assert numbers["open"] == runner.X86_64_OPEN and numbers["openat"] == runner.X86_64_OPENAT
     assert numbers["clone"] == runner.X86_64_CLONE
     assert numbers["prlimit64"] == runner.X86_64_PRLIMIT64
+    assert numbers["fcntl"] == runner.X86_64_FCNTL
     assert {numbers["clone3"], numbers["openat2"]} == set(runner.X86_64_ENOSYS)
 
 
@@ -103,6 +104,15 @@ def test_argument_rules() -> None:
         assert run_filter(runner.X86_64_PRLIMIT64, (pid,)) == DENY, pid
     for number in runner.X86_64_ENOSYS:
         assert run_filter(number) == NOT_IMPLEMENTED
+
+
+def test_fcntl_commands() -> None:
+    """Locks, signal ownership, leases and notifications are refused; the rest of fcntl (file
+    flags, descriptor flags, pipe sizes) is the program's own business."""
+    for name, command in runner.DENIED_FCNTL_COMMANDS.items():
+        assert run_filter(runner.X86_64_FCNTL, (3, command)) == DENY, name
+    for command in (1, 2, 3, 4, 1031, 1032):  # F_GETFD F_SETFD F_GETFL F_SETFL F_(G|S)ETPIPE_SZ
+        assert run_filter(runner.X86_64_FCNTL, (3, command)) == ALLOW, command
 
 
 def test_other_abis_are_refused() -> None:

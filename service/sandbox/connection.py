@@ -1,8 +1,10 @@
 """A zygote connection over a child process's stdin/stdout pipes (the process backend).
 
-The zygote streams records while it still reads the frame the host is writing, so `send` never
-blocks on a full pipe: it writes what fits and meanwhile reads what the zygote wrote into a
-buffer that `recv_exact` serves from. Neither side can then wait for the other forever.
+The zygote takes a frame's bytes item by item while it answers earlier items, so the host never
+blocks writing: `send` queues the frame and writes what fits, and `recv_exact` goes on writing
+the rest whenever the pipe has room while it waits for records. The only clock is the caller's
+per-record budget, so a frame that takes long to consume (slow items ahead of a large one) is
+never mistaken for a dead zygote.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from collections.abc import Sequence
 from azr_verify.service.errors import ZygoteDiedError
 
 READ_CHUNK = 1 << 20
-# The longest a zygote may go without taking a byte of a frame before it counts as dead.
-SEND_STALL_S = 30.0
 
 
 class SubprocessConnection:
@@ -47,6 +47,7 @@ class SubprocessConnection:
         self._out_fd = self._stdout.fileno()
         os.set_blocking(self._in_fd, False)
         self._buffer = bytearray()
+        self._outgoing = bytearray()
         self._eof = False
 
     @property
@@ -54,28 +55,19 @@ class SubprocessConnection:
         return self._process.pid
 
     def send(self, data: bytes) -> None:
-        view = memoryview(data)
-        poller = select.poll()
-        poller.register(self._in_fd, select.POLLOUT)
-        poller.register(self._out_fd, select.POLLIN)
-        stalled_since = time.monotonic()
-        while view:
+        self._outgoing += data
+        self._write_some()
+
+    def _write_some(self) -> None:
+        """Writes as much of the queued frame as the pipe takes now."""
+        while self._outgoing:
             try:
-                written = os.write(self._in_fd, view)
+                written = os.write(self._in_fd, self._outgoing)
             except BlockingIOError:
-                written = 0
+                return
             except (OSError, ValueError) as exc:
                 raise ZygoteDiedError(f"{self.name}: cannot write: {exc}") from exc
-            if written:
-                view = view[written:]
-                stalled_since = time.monotonic()
-                continue
-            waited_ms = (stalled_since + SEND_STALL_S - time.monotonic()) * 1000.0
-            events = poller.poll(max(0.0, waited_ms)) if waited_ms > 0 else []
-            if not events:
-                raise ZygoteDiedError(f"{self.name}: took no input for {SEND_STALL_S:.0f}s")
-            if any(fd == self._out_fd for fd, _ in events):
-                self._fill()
+            del self._outgoing[:written]
 
     def _fill(self) -> None:
         """Reads what is available from the zygote into the buffer (one read)."""
@@ -92,13 +84,20 @@ class SubprocessConnection:
 
     def recv_exact(self, size: int, timeout_s: float) -> bytes:
         deadline = time.monotonic() + timeout_s
-        poller = select.poll()
-        poller.register(self._out_fd, select.POLLIN)
         while len(self._buffer) < size:
+            poller = select.poll()
+            poller.register(self._out_fd, select.POLLIN)
+            if self._outgoing:
+                poller.register(self._in_fd, select.POLLOUT)
             wait_ms = (deadline - time.monotonic()) * 1000.0
-            if wait_ms <= 0 or not poller.poll(wait_ms):
+            events = poller.poll(wait_ms) if wait_ms > 0 else []
+            if not events:
                 raise ZygoteDiedError(f"{self.name}: no answer within {timeout_s:.1f}s")
-            self._fill()
+            for fd, mask in events:
+                if fd == self._in_fd:
+                    self._write_some()
+                elif mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    self._fill()
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         return data

@@ -69,14 +69,21 @@ LABEL_RUNNER = "azr-verify.runner-sha256"
 # Docker's default /dev has the random devices; /dev/null bound over them makes every read of
 # randomness fail inside the sandbox (the runner's filter refuses getrandom).
 RANDOM_DEVICES = ("/dev/random", "/dev/urandom")
+# Docker's own masked paths, then ours: the runner is PID 1 and reaps every child, so its stat
+# files carry the children's summed CPU time and page faults (what earlier items did);
+# /proc/sys holds a randomness source (kernel/random/uuid); /proc/stat and /proc/loadavg tell
+# what the rest of the host is doing.
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/proc/1/stat", "/proc/1/task/1/stat", "/proc/sys", "/proc/stat", "/proc/loadavg",
+)
 
 # Docker's multiplexed attach stream (no TTY): 1 byte stream id, 3 zero bytes, 4 bytes length.
 STREAM_HEADER = struct.Struct(">BxxxI")
 STDIN, STDOUT, STDERR = 0, 1, 2
 STDERR_TAIL_BYTES = 4000
 READ_CHUNK = 1 << 20
-# The longest a zygote may go without taking a byte of a frame before it counts as dead.
-SEND_STALL_S = 30.0
 
 # What a Docker API call can raise: the SDK's errors, requests' (timeouts, refused
 # connections) and socket errors.
@@ -317,6 +324,7 @@ class ContainerConnection:
         self._api = api
         self._on_close = on_close
         self._pending = bytearray()  # multiplexed bytes not yet decoded
+        self._outgoing = bytearray()  # frame bytes not yet taken by the socket
         self._stdout = bytearray()
         self._stderr = bytearray()
         self._eof = False
@@ -338,37 +346,40 @@ class ContainerConnection:
         return self._pid or None
 
     def send(self, data: bytes) -> None:
+        """Queues a frame and writes what the socket takes now; `recv_exact` writes the rest
+        while it waits (see connection.py: the zygote takes a frame item by item)."""
         if self._closed:
             raise ZygoteDiedError(f"{self.name}: already killed")
-        view = memoryview(data)
-        poller = select.poll()
-        poller.register(self._socket.fileno(), select.POLLIN | select.POLLOUT)
-        stalled_since = time.monotonic()
-        while view:
+        self._outgoing += data
+        self._write_some()
+
+    def _write_some(self) -> None:
+        while self._outgoing:
             try:
-                written = self._socket.send(view)
+                written = self._socket.send(self._outgoing)
             except BlockingIOError:
-                written = 0
+                return
             except OSError as exc:
                 raise ZygoteDiedError(f"{self.name}: cannot write: {exc}") from exc
-            if written:
-                view = view[written:]
-                stalled_since = time.monotonic()
-                continue
-            waited_ms = (stalled_since + SEND_STALL_S - time.monotonic()) * 1000.0
-            events = poller.poll(waited_ms) if waited_ms > 0 else []
-            if not events:
-                raise ZygoteDiedError(f"{self.name}: took no input for {SEND_STALL_S:.0f}s")
-            if any(mask & select.POLLIN for _, mask in events):
-                self._read_chunk()
+            del self._outgoing[:written]
 
     def recv_exact(self, size: int, timeout_s: float) -> bytes:
         deadline = time.monotonic() + timeout_s
+        fd = self._socket.fileno()
         while len(self._stdout) < size:
             remaining_ms = (deadline - time.monotonic()) * 1000.0
-            if self._closed or remaining_ms <= 0 or not self._poller.poll(remaining_ms):
+            if self._closed or remaining_ms <= 0:
                 raise ZygoteDiedError(f"{self.name}: no answer within {timeout_s:.1f}s")
-            self._read_chunk()
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | (select.POLLOUT if self._outgoing else 0))
+            events = poller.poll(remaining_ms)
+            if not events:
+                raise ZygoteDiedError(f"{self.name}: no answer within {timeout_s:.1f}s")
+            for _, mask in events:
+                if mask & select.POLLOUT:
+                    self._write_some()
+                if mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    self._read_chunk()
         data = bytes(self._stdout[:size])
         del self._stdout[:size]
         return data
@@ -480,6 +491,8 @@ class DockerLauncher:
                             ", ".join(self.cgroups.missing()), self.cgroups.version)
             self._host_config = self._api.create_host_config(
                 **hardening(self._seccomp, self.limits, self.cgroups))
+            # Not an argument of the SDK's create_host_config, but part of the API.
+            self._host_config["MaskedPaths"] = list(MASKED_PATHS)
             self.removed_orphans = remove_orphans(self._api, self.instance_id)
         except BaseException:
             self._api.close()

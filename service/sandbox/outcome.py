@@ -165,9 +165,13 @@ def _text(data: bytes, max_chars: int) -> str | None:
 
 
 def _name(data: bytes) -> str | None:
-    """A class name: a Python identifier of at most ERROR_TYPE_LIMIT characters."""
+    """A class name as the child sends one: 1 to ERROR_TYPE_LIMIT printable characters, no
+    whitespace (the child replaces anything else; classes made with `type()` may be named
+    anything)."""
     text = _text(data, runner.ERROR_TYPE_LIMIT)
-    return text if text and text.isidentifier() else None
+    if not text or not text.isprintable() or any(char.isspace() for char in text):
+        return None
+    return text
 
 
 def _memory_exhausted(request: ExecRequest, observation: Observation) -> bool:

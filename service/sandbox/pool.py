@@ -102,8 +102,15 @@ def draw_secrets(seed_groups: int) -> list[ZygoteSecrets]:
         seed = 1 + secrets.randbelow(2**32 - 1)
         if seed not in seeds:
             seeds.append(seed)
-    layout_secret = secrets.randbits(64)
-    return [ZygoteSecrets(hash_seed=seed, layout=f"{group}:{layout_secret}")
+    # Per aligned kind, a secret shuffle of its pool positions: group g gets the g-th, so that
+    # no two groups share one (while there are no more groups than positions), and a zygote
+    # learns only its own.
+    shuffles = [secrets.SystemRandom().sample(range(modulus), modulus)
+                for modulus in (runner.align_modulus(block)
+                                for _, _, block, _ in runner.ALIGNED_KINDS)]
+    return [ZygoteSecrets(hash_seed=seed,
+                          layout=",".join(str(shuffle[group % len(shuffle)])
+                                          for shuffle in shuffles))
             for group, seed in enumerate(seeds)]
 
 

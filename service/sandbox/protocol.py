@@ -193,8 +193,9 @@ class ZygoteConnection(Protocol):
 class ZygoteSecrets:
     """What makes one zygote's environment differ from its siblings', fresh per pool start.
 
-    `hash_seed` is its seed group's PYTHONHASHSEED; `layout` ("<index>:<secret>") shifts its heap
-    so that object addresses differ between groups. Neither is ever shown to a program or logged.
+    `hash_seed` is its seed group's PYTHONHASHSEED; `layout` ("t0,t1,...") names where its
+    children leave each small-object size class, so that object addresses differ between
+    groups. Neither is ever shown to a program or logged.
     """
 
     hash_seed: int

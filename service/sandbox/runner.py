@@ -189,6 +189,8 @@ X86_64_DENIED = {
     "truncate": 76, "ftruncate": 77, "fallocate": 285, "utime": 132, "utimes": 235,
     "utimensat": 280, "futimesat": 261, "setxattr": 188, "lsetxattr": 189,
     "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199,
+    # locks: a lock on a shared inode (a stdlib file, /dev/null) is seen by other sandboxes
+    "flock": 73,
     # state that outlives a process: SysV IPC, POSIX message queues, anonymous files
     "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
     "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
@@ -201,6 +203,13 @@ X86_64_OPEN = 2  # open(path, flags, mode): flags are args[1]
 X86_64_OPENAT = 257  # openat(dirfd, path, flags, mode): flags are args[2]
 X86_64_CLONE = 56  # clone(flags, ...): flags are args[0]
 X86_64_PRLIMIT64 = 302  # prlimit64(pid, ...): only pid 0 (oneself) is allowed
+X86_64_FCNTL = 72  # fcntl(fd, cmd, ...): cmd is args[1]
+# fcntl commands refused: record locks (seen by other sandboxes on shared inodes), and signal
+# ownership, leases and directory notifications (the kernel would signal on a child's behalf).
+DENIED_FCNTL_COMMANDS = {
+    "F_SETLK": 6, "F_SETLKW": 7, "F_SETOWN": 8, "F_SETSIG": 10, "F_SETOWN_EX": 15,
+    "F_OFD_SETLK": 37, "F_OFD_SETLKW": 38, "F_SETLEASE": 1024, "F_NOTIFY": 1026,
+}
 # Syscalls answered ENOSYS so that the C library falls back to one the filter can inspect
 # (clone3 and openat2 keep their flags in a struct a filter cannot read).
 X86_64_ENOSYS = (435, 437)
@@ -254,6 +263,13 @@ def build_seccomp_filter() -> bytes:
             _bpf(BPF_RET_K, 0, 0, deny),
             _bpf(BPF_RET_K, 0, 0, allow),
         ]
+    # fcntl: refuse the denied commands, allow every other.
+    commands = sorted(DENIED_FCNTL_COMMANDS.values())
+    insns += [_bpf(BPF_JEQ_K, 0, 2 + 2 * len(commands), X86_64_FCNTL),
+              _bpf(BPF_LD_W_ABS, 0, 0, _seccomp_data_arg_low(1))]
+    for command in commands:
+        insns += [_bpf(BPF_JEQ_K, 0, 1, command), _bpf(BPF_RET_K, 0, 0, deny)]
+    insns.append(_bpf(BPF_RET_K, 0, 0, allow))
     # prlimit64(pid, ...) only on oneself: both words of pid must be zero.
     insns += [
         _bpf(BPF_JEQ_K, 0, 6, X86_64_PRLIMIT64),
@@ -329,14 +345,16 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
     it itself reports; never a timeout, memory or output verdict, and never another item's
     (docs/design.md §9.2).
 
-    `shift` holds, per kind of small object, the position (mod 16) in its allocator pool at
-    which a child leaves the next one right before it calls the entry function (see
-    `layout_shift` and `align_allocators`).
+    `shift` holds, per kind of small object, the pool position (mod `align_modulus`) at which a
+    child leaves its allocator before it runs the program's module code and again before it
+    calls the entry function (see `layout_targets` and `align_allocators`).
     """
     _type, _id, _len, _repr, _str, _iter, _next = type, id, len, repr, str, iter, next
     _callable, _memoryview, _bytes = callable, memoryview, bytes
     _write, _read, _close, _exit, _dup2 = os.write, os.read, os.close, os._exit, os.dup2
     _closerange, _setrlimit = os.closerange, resource.setrlimit
+    _open_fd, _pipe2 = os.open, os.pipe2
+    read_only, nonblocking = os.O_RDONLY | os.O_CLOEXEC, os.O_NONBLOCK
     # _signal's own function: signal.signal converts through enum, which touches (and so
     # copies, in a forked child) some hundred pages.
     _signal, _default_int_handler = _signal_module.signal, signal.default_int_handler
@@ -378,6 +396,7 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
     align_kinds = ALIGNED_KINDS[:len(shift)]
     attempts, pool_bytes, pool_header = ALIGN_ATTEMPTS, POOL_BYTES, POOL_HEADER_BYTES
     align_run = ALIGN_RUN
+    _align_modulus = align_modulus
     held_slots = len(align_kinds) * attempts
     _zip, _range = zip, range
 
@@ -397,6 +416,7 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
         slot = 0
         for (maker, maker_args, block, offset), target in _zip(align_kinds, shift):
             capacity = (pool_bytes - pool_header) // block
+            modulus = _align_modulus(block)
             previous, run = -1, 0
             for _ in _range(attempts):
                 made = maker(*maker_args)
@@ -405,7 +425,7 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
                 address = _id(made) - offset
                 run = run + 1 if address == previous + block else 0
                 position = (address % pool_bytes - pool_header) // block
-                if run >= align_run and position % 16 == target and position + 1 < capacity:
+                if run >= align_run and position % modulus == target and position + 1 < capacity:
                     break
                 previous = address
 
@@ -463,6 +483,19 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
             return _base_str(error)  # a class the program defined: never its own __str__
         return _str(error)
 
+    def escaped(text: str, limit: int) -> str:
+        """`text` with what UTF-8 cannot carry (lone surrogates) escaped, cut to `limit`
+        characters after escaping, so that the host's own count agrees."""
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
+
+    def class_name(kind: type) -> bytes:
+        """A class's name as the host accepts one (1 to ERROR_TYPE_LIMIT printable characters,
+        no whitespace): anything else in it becomes '_', an empty name '_'."""
+        name = escaped(_type_name(kind), type_limit)
+        cleaned = "".join([char if char.isprintable() and not char.isspace() else "_"
+                           for char in name])
+        return (cleaned or "_").encode("utf-8")
+
     def report(fd: int, data: bytes, cap: int) -> None:
         view = _memoryview(data)[:cap + 1]
         while view:
@@ -484,11 +517,16 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
         try:
             args, kwargs = _eval("_azr_call(" + args_text + "\n)", argument_namespace)
             namespace = {"__name__": "__main__"}
-            _exec(_compile(program, "<program>", "exec"), namespace)
+            code = _compile(program, "<program>", "exec")
+            # Aligned twice: before the module runs (its functions and classes) and right
+            # before the call (what f makes). Held in lists sized once: a growing list would
+            # free and reuse small blocks.
+            held_by_module: list[Any] = [None] * held_slots
+            align_allocators(held_by_module)
+            _exec(code, namespace)
             function = namespace.get(entry)
             if not _callable(function):
                 return b"X", cap
-            # Held in a list sized once: a growing list would free and reuse small blocks.
             held: list[Any] = [None] * held_slots
             align_allocators(held)
             value = function(*args, **kwargs)
@@ -502,17 +540,16 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
                 # send more bytes than the cap and the zygote's count says output_limit.
                 return b"V" + b"?" * cap, cap
             if state == not_literal:
-                return b"N" + _type_name(_type(value)).encode("utf-8", "backslashreplace"), cap
+                return b"N" + class_name(_type(value)), cap
             return b"V" + _repr(value).encode("utf-8"), cap
         except BaseException as error:  # what the program raised is data, whatever it is
             _gc_disable()
-            name = _type_name(_type(error))[:type_limit]
             try:
-                text = exception_text(error)[:text_limit]
+                text = exception_text(error)
             except BaseException:  # an unprintable exception is still reported
                 text = ""
-            return (b"E" + name.encode("utf-8", "backslashreplace") + b"\0"
-                    + text.encode("utf-8", "backslashreplace")), cap
+            return (b"E" + class_name(_type(error)) + b"\0"
+                    + escaped(text, text_limit).encode("utf-8")), cap
 
     def run_script(request: bytes, streams: tuple[int, int, int]) -> int:
         """Runs the program as `python program.py` would, with fds 0-2 on the zygote's pipes;
@@ -558,14 +595,24 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
                    streams: tuple[int, int, int] | None = None) -> NoReturn:
         status = exit_failed
         try:
-            for fd in (0, 1, 2):
-                _dup2(devnull_fd, fd)
             kept = sorted((request_fd, report_fd, *(streams or ())))
             low = 3
             for fd in kept:
                 _closerange(low, fd)
                 low = fd + 1
             _closerange(low, max_fd)
+            # fds 0-2 of the child's own, never a description the zygote or another child
+            # shares (flags, locks and owners set on one would outlive the child): stdin reads
+            # an empty /dev/null, stdout and stderr write into a pipe whose reading end the
+            # child holds, so small writes succeed as they would in a terminal-less process.
+            stdin = _open_fd("/dev/null", read_only)
+            _dup2(stdin, 0)
+            _close(stdin)
+            sink_read, sink_write = _pipe2(nonblocking)
+            _dup2(sink_write, 1)
+            _dup2(sink_write, 2)
+            _close(sink_write)
+            del sink_read  # stays open: a write to fd 1 or 2 finds a reader
             for limit, values in fixed_limits:
                 _setrlimit(limit, values)
             _signal(sigint, _default_int_handler)  # as in a fresh interpreter
@@ -617,15 +664,21 @@ class _Child:
 
 
 class Zygote:
-    def __init__(self, in_fd: int = 0, out_fd: int = 1, layout: str | None = None) -> None:
+    def __init__(self, in_fd: int = 0, out_fd: int = 1, targets: tuple[int, ...] = (),
+                 seed_echo: str | None = None) -> None:
         self.in_fd = in_fd
         self.out_fd = out_fd
         self.devnull_fd = os.open("/dev/null", os.O_RDWR)
         self.has_pidfd = _pidfd_works()
-        self.child_main = make_child_main(layout_shift(layout))
-        # The holding pipe: report bytes pass through it on their way to stdout, so that each
-        # chunk's length is known before its record is written.
-        self.hold_read, self.hold_write = os.pipe()
+        self.child_main = make_child_main(targets)
+        # Said once in the hello (so the host can check the seed is in effect), then dropped.
+        self._seed_echo = seed_echo
+        # Holding pipes, one per output stream a child can have: its bytes wait there until the
+        # stream ends or the pipe is full, then go to the host as one chunk whose length is
+        # known before its record is written. A child dribbling a byte at a time costs the
+        # host one record, not one per byte.
+        self.holds = {stream: _holding_pipe() for stream in (STREAM_REPORT, STREAM_STDOUT,
+                                                              STREAM_STDERR)}
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -735,11 +788,13 @@ class Zygote:
                 os.close(child.stdin_fd)
                 child.stdin_fd = None
         counts = dict.fromkeys(open_outputs.values(), 0)
-        forwarded = 0
-        while open_outputs:
+        held = dict.fromkeys(open_outputs.values(), 0)
+        ending = ENDING_EXITED
+        while open_outputs and ending == ENDING_EXITED:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return ENDING_DEADLINE, forwarded, stdin_left
+                ending = ENDING_DEADLINE
+                break
             for fd, _ in poller.poll(remaining * 1000.0):
                 if fd == child.stdin_fd:
                     stdin_left = self._feed_stdin(child, poller, stdin_left)
@@ -747,20 +802,34 @@ class Zygote:
                 stream = open_outputs.get(fd)
                 if stream is None:
                     continue
-                count = os.splice(fd, self.hold_write, SPLICE_CHUNK)
+                hold_read, hold_write, capacity = self.holds[stream]
+                if held[stream] == capacity:
+                    self._flush(index, stream, held)
+                count = os.splice(fd, hold_write, min(SPLICE_CHUNK, capacity - held[stream]))
                 if count == 0:
                     poller.unregister(fd)
                     del open_outputs[fd]
+                    self._flush(index, stream, held)
                     continue
                 if counts[stream] + count > cap:
-                    self._discard(self.hold_read, count)
-                    return ENDING_OVERFLOW, forwarded, stdin_left
+                    self._discard(hold_read, count)
+                    ending = ENDING_OVERFLOW
+                    break
                 counts[stream] += count
-                self._write_all(CHUNK_RECORD.pack(RECORD_CHUNK, index, stream, count))
-                if self._splice_exact(self.hold_read, self.out_fd, count) != count:
-                    raise EOFError("the host closed the stream")
-                forwarded += count
-        return ENDING_EXITED, forwarded, stdin_left
+                held[stream] += count
+        for stream in held:
+            self._flush(index, stream, held)
+        return ending, sum(counts.values()), stdin_left
+
+    def _flush(self, index: int, stream: int, held: dict[int, int]) -> None:
+        """Sends what a stream's holding pipe holds as one chunk record."""
+        count = held[stream]
+        if not count:
+            return
+        self._write_all(CHUNK_RECORD.pack(RECORD_CHUNK, index, stream, count))
+        if self._splice_exact(self.holds[stream][0], self.out_fd, count) != count:
+            raise EOFError("the host closed the stream")
+        held[stream] = 0
 
     def _feed_stdin(self, child: _Child, poller: Any, left: int) -> int:
         """One splice of the item's stdin from the host's stream into the child's stdin;
@@ -805,8 +874,9 @@ class Zygote:
         _, status = os.waitpid(pid, 0)
         return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0
 
-    def serve(self, hash_seed: str | None) -> None:
-        self._write_hello(hash_seed, self.self_test())
+    def serve(self) -> None:
+        self._write_hello(self._seed_echo, self.self_test())
+        self._seed_echo = None
         # The next child is always forked at the same point, right after the previous one was
         # reaped (or now), before the zygote reads anything: every child then starts from the
         # same heap, whatever came before, so the layout shift alone decides where its objects
@@ -904,6 +974,21 @@ def _probe_main(devnull_fd: int) -> NoReturn:
     os._exit(bits)
 
 
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032
+HOLD_BYTES = 1 << 20  # the most an unprivileged process may ask for by default
+
+
+def _holding_pipe() -> tuple[int, int, int]:
+    """A pipe as large as the kernel allows (64 KiB where it refuses more): read end, write end
+    and capacity."""
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, HOLD_BYTES)
+    return read_end, write_end, fcntl.fcntl(write_end, F_GETPIPE_SZ)
+
+
 def _pidfd_works() -> bool:
     if not hasattr(os, "pidfd_open"):
         return False
@@ -939,28 +1024,47 @@ ALIGN_RUN = 3  # consecutive blocks in a row that show the pool is being carved 
 # the child cannot see: their addresses are not aligned (docs/design.md §9.4).
 ALIGNED_KINDS: tuple[tuple[Callable[..., Any], tuple[Any, ...], int, int], ...] = (
     (object, (), 16, 0),
-    *((bytes, (size - 33,), size, 0) for size in (48, 64, 80, 96, 112, 128)),
+    # bytes objects fill the size classes of small containers and instances (48-128), functions
+    # and lambdas (160), generators (224) and frame objects (272).
+    *((bytes, (size - 33,), size, 0) for size in (48, 64, 80, 96, 112, 128, 160, 224, 272)),
 )
 
 
-def layout_shift(layout: str | None) -> tuple[int, ...]:
-    """The pool position (mod 16) at which a child leaves each kind of `ALIGNED_KINDS`, from
-    the zygote's layout "<index>:<secret>": secret per pool start, different between any two
-    indexes below 16."""
+def align_modulus(block: int) -> int:
+    """How many pool positions of a size class the layout tells apart (16, fewer where a pool
+    holds fewer blocks, keeping one free after the aligned one)."""
+    return min(16, (POOL_BYTES - POOL_HEADER_BYTES) // block - 1)
+
+
+def layout_targets(layout: str | None) -> tuple[int, ...]:
+    """Per kind of `ALIGNED_KINDS`, the pool position (mod its `align_modulus`) at which a child
+    leaves it; the host draws them ("t0,t1,..."), different between seed groups and secret."""
     if not layout:
         return ()
-    index_text, _, secret_text = layout.partition(":")
-    index, secret = int(index_text), int(secret_text)
-    return tuple(((secret >> (4 * kind)) + index) % 16 for kind in range(len(ALIGNED_KINDS)))
+    targets = tuple(int(part) for part in layout.split(","))
+    if len(targets) != len(ALIGNED_KINDS):
+        raise ValueError("the layout names a target for each aligned kind")
+    return targets
 
 
-def _shift_malloc(layout: str | None) -> bytearray | None:
-    """Moves glibc's heap top by a secret amount, distinct per index (784-byte steps), for
-    objects too large for the small-object allocator."""
-    if not layout:
-        return None
-    index_text, _, secret_text = layout.partition(":")
-    return bytearray(16 + (int(secret_text) % 64) * 4096 + 784 * int(index_text))
+def _shift_malloc(targets: tuple[int, ...]) -> bytearray | None:
+    """Moves glibc's heap top by an amount that differs between seed groups (784-byte steps,
+    distinct mod 4096), for objects too large for the small-object allocator."""
+    return bytearray(16 + 784 * targets[0]) if targets else None
+
+
+def _wipe_environment_block() -> None:
+    """Zeroes the environment strings the kernel put on the initial stack: clearing os.environ
+    leaves them in memory, where a program reading raw memory would find the secrets."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    environ = ctypes.POINTER(ctypes.c_char_p).in_dll(libc, "environ")
+    index = 0
+    while environ[index] is not None:
+        address = ctypes.cast(environ, ctypes.POINTER(ctypes.c_void_p))[index]
+        ctypes.memset(address, 0, len(environ[index]))
+        index += 1
 
 
 def main() -> None:
@@ -968,20 +1072,23 @@ def main() -> None:
     # PID 1 of its namespace: with no handler installed, the kernel drops every signal a child
     # sends it (Python's default SIGINT handler would let SIGINT through).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    hash_seed = os.environ.get(ENV_HASH_SEED)
-    layout = os.environ.get(ENV_LAYOUT)
-    os.environ.clear()  # unsets each variable too: no child can read the seed or the layout
-    zygote = Zygote(layout=layout)  # opens /dev/null, which the filter would refuse afterwards
+    targets = layout_targets(os.environ.get(ENV_LAYOUT))
+    _wipe_environment_block()
+    # Unsets each variable too. The seed stays only inside the interpreter, the layout only as
+    # this zygote's own targets: no local of a frame a child could walk holds either.
+    zygote = Zygote(targets=targets, seed_echo=os.environ.pop(ENV_HASH_SEED, None))
+    os.environ.clear()
     install_seccomp()
     for name in [name for name in sys.modules if name.split(".")[0] in ("ctypes", "_ctypes")]:
         del sys.modules[name]
     _preload()
-    zygote.malloc_shift = _shift_malloc(layout)  # type: ignore[attr-defined]
+    zygote.malloc_shift = _shift_malloc(targets)  # type: ignore[attr-defined]
+    del targets
     gc.collect()
     # Objects that exist now are never collected; children forked later then share these
     # pages instead of copying them when the collector walks the heap.
     gc.freeze()
-    zygote.serve(hash_seed)
+    zygote.serve()
 
 
 if __name__ == "__main__":
