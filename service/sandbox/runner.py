@@ -1025,8 +1025,8 @@ ALIGN_RUN = 3  # consecutive blocks in a row that show the pool is being carved 
 ALIGNED_KINDS: tuple[tuple[Callable[..., Any], tuple[Any, ...], int, int], ...] = (
     (object, (), 16, 0),
     # bytes objects fill the size classes of small containers and instances (48-128), functions
-    # and lambdas (160), generators (224) and frame objects (272).
-    *((bytes, (size - 33,), size, 0) for size in (48, 64, 80, 96, 112, 128, 160, 224, 272)),
+    # and lambdas (160), and two larger classes (208, 272).
+    *((bytes, (size - 33,), size, 0) for size in (48, 64, 80, 96, 112, 128, 160, 208, 272)),
 )
 
 
