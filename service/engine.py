@@ -149,6 +149,7 @@ class Engine:
         pending: dict[int, _Pending] = {}
         in_flight: dict[str, list[Future[ExecOutcome]]] = {}
         done = 0
+        tenant = object()  # this call's lane in the pool: calls take turns (sandbox/fair_queue)
 
         for index, item in enumerate(items):
             early = self._static_verdict(item, policy)
@@ -176,7 +177,7 @@ class Engine:
             self._count_cache(hit=False)
             futures = in_flight.get(key)
             if futures is None:
-                futures = self._submit(item, limits, key)
+                futures = self._submit(item, limits, key, tenant)
                 in_flight[key] = futures
             pending[index] = _Pending(key, futures)
 
@@ -222,7 +223,8 @@ class Engine:
                                error=f"input: {exc}")
         return None
 
-    def _submit(self, item: CheckItem, limits: Limits, key: str) -> list[Future[ExecOutcome]]:
+    def _submit(self, item: CheckItem, limits: Limits, key: str,
+                tenant: object) -> list[Future[ExecOutcome]]:
         request = ExecRequest(program=item.program, entry=item.entry, args=item.input,
                               timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
                               output_limit=limits.output_limit_chars)
@@ -232,7 +234,7 @@ class Engine:
         groups = self.pool.seed_groups
         with self._lock:
             self._executions += limits.determinism_runs
-        return [self.pool.submit(request, (first + run) % groups)
+        return [self.pool.submit(request, (first + run) % groups, tenant)
                 for run in range(limits.determinism_runs)]
 
     # -- folding --------------------------------------------------------------------------

@@ -352,3 +352,23 @@ def test_hash_seeds_are_secret_and_fresh_per_pool_start(engine: Engine) -> None:
     # and two runs use two different seeds, so the hash differs between them
     two_runs = item.model_copy(update={"determinism_runs": 2})
     assert engine.check([two_runs])[0].verdict is Verdict.NONDETERMINISTIC
+
+
+def test_a_single_item_is_not_queued_behind_another_callers_batch(engine: Engine) -> None:
+    """Calls take turns in the pool: a one-item check made while a long batch is queued comes
+    back while that batch is still running (each of its items sleeps, so it cannot finish
+    first however fast the machine)."""
+    sleepy = [CheckItem(id=i, program=fresh("import time\ndef f(a):\n    time.sleep(0.02)\n"
+                                            f"    return a + {i}\n"), input="1")
+              for i in range(300)]
+    big: list[CheckResult] = []
+    batch = threading.Thread(target=lambda: big.extend(engine.check(sleepy,
+                                                                    PolicyName.PERMISSIVE)))
+    batch.start()
+    wait_for(lambda: engine.pool.stats().queued > 100, "the batch queued in the pool")
+    single = check_one(engine, "def f(a):\n    return a * 3\n", "14")
+    still_running = batch.is_alive()
+    batch.join()
+    assert single.verdict is Verdict.ACCEPTED and single.output == "42"
+    assert still_running, "the single item waited for the whole batch"
+    assert [r.output for r in big] == [str(1 + i) for i in range(300)]

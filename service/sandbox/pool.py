@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,6 +26,7 @@ from azr_verify.service.errors import (
     ZygoteDiedError,
 )
 from azr_verify.service.sandbox import runner
+from azr_verify.service.sandbox.fair_queue import FairQueue
 from azr_verify.service.sandbox.outcome import decode, expected_streams
 from azr_verify.service.sandbox.protocol import (
     CHUNK_RECORD,
@@ -65,6 +65,7 @@ class ZygoteState(StrEnum):
 class _Job:
     request: ExecRequest
     future: Future[ExecOutcome]
+    tenant: Hashable  # whose work it is, for fair turns (see FairQueue)
     attempts: int = 0
 
 
@@ -188,19 +189,9 @@ class _Worker(threading.Thread):
             return
         work = self.pool.queues[self.group]
         while True:
-            first = work.get()
-            if first is None:
+            batch = work.take(self.pool.batch_size)
+            if batch is None:
                 break
-            batch = [first]
-            while len(batch) < self.pool.batch_size:
-                try:
-                    job = work.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    work.put(None)  # keep the stop signal for this loop's next turn
-                    break
-                batch.append(job)
             self._serve(batch)
         self.stop_zygote()
 
@@ -272,7 +263,7 @@ class _Worker(threading.Thread):
         for job in batch:
             job.attempts += 1
             if job.attempts < MAX_ATTEMPTS and not self.pool.closed:
-                self.pool.queues[self.group].put(job)
+                self.pool.queues[self.group].put(job, job.tenant)
             else:
                 job.future.set_result(ExecOutcome.sandbox_failure(message))
 
@@ -300,8 +291,7 @@ class ZygotePool:
         self.secrets = draw_secrets(seed_groups)
         self.batch_size = batch_size
         self.recycle_after = recycle_after
-        self.queues: list[queue.SimpleQueue[_Job | None]] = [
-            queue.SimpleQueue() for _ in range(seed_groups)]
+        self.queues: list[FairQueue[_Job]] = [FairQueue() for _ in range(seed_groups)]
         # Every group needs at least one zygote; extra workers are spread round-robin.
         count = max(workers, seed_groups)
         self.workers = [_Worker(self, index, index % seed_groups) for index in range(count)]
@@ -325,11 +315,14 @@ class ZygotePool:
             raise errors[0]
         self._started = True
 
-    def submit(self, request: ExecRequest, group: int) -> Future[ExecOutcome]:
+    def submit(self, request: ExecRequest, group: int,
+               tenant: Hashable = None) -> Future[ExecOutcome]:
+        """Queues one execution on a zygote of `group`; executions of different tenants (e.g.
+        different requests) take turns, so a small request is not queued behind a big one."""
         if self.closed:
             raise PoolClosedError("the sandbox pool is closed")
         future: Future[ExecOutcome] = Future()
-        self.queues[group % self.seed_groups].put(_Job(request, future))
+        self.queues[group % self.seed_groups].put(_Job(request, future, tenant), tenant)
         return future
 
     def count_restart(self) -> None:
@@ -355,7 +348,7 @@ class ZygotePool:
             states={state.value: states.get(state.value, 0) for state in ZygoteState},
             restarts=self._restarts,
             executions=self._executions,
-            queued=sum(q.qsize() for q in self.queues),
+            queued=sum(len(q) for q in self.queues),
             child_cpu_ms=self._child_cpu_us / 1000.0,
             child_minor_faults=self._child_minor_faults,
         )
@@ -367,8 +360,8 @@ class ZygotePool:
         if self.closed:
             return
         self.closed = True
-        for worker in self.workers:
-            self.queues[worker.group].put(None)
+        for work in self.queues:
+            work.close()
         for worker in self.workers:
             if worker.is_alive():
                 worker.join(timeout=10.0)
@@ -376,11 +369,7 @@ class ZygotePool:
                 worker.stop_zygote()
         # Anything still queued gets an answer instead of hanging its caller.
         for work in self.queues:
-            while True:
-                try:
-                    job = work.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None and not job.future.done():
+            for job in work.drain():
+                if not job.future.done():
                     job.future.set_result(ExecOutcome.sandbox_failure("pool closed"))
         self.launcher.close()
