@@ -679,6 +679,8 @@ class Zygote:
         # host one record, not one per byte.
         self.holds = {stream: _holding_pipe() for stream in (STREAM_REPORT, STREAM_STDOUT,
                                                               STREAM_STDERR)}
+        self.output_poller = select.poll()
+        self.exit_poller = select.poll()
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -753,14 +755,16 @@ class Zygote:
             deadline = started + timeout_ms / 1000.0
             ending, forwarded, stdin_left = self._forward(child, index, deadline, cap,
                                                           stdin_size)
-            self._discard(self.in_fd, stdin_left)
+            if stdin_left:
+                self._discard(self.in_fd, stdin_left)
             if ending == ENDING_EXITED and not self._exits_by(child, deadline):
                 ending = ENDING_DEADLINE
         if ending != ENDING_EXITED:
             _kill(child.pid)
-        for fd in (*child.outputs, *(() if child.stdin_fd is None else (child.stdin_fd,))):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for fd in child.outputs:
+            os.close(fd)
+        if child.stdin_fd is not None:
+            os.close(child.stdin_fd)
         _, status, usage = os.wait4(child.pid, 0)
         if child.pidfd is not None:
             os.close(child.pidfd)
@@ -776,7 +780,7 @@ class Zygote:
 
         Returns the ending, the bytes forwarded, and the stdin bytes never delivered (the
         caller discards them so that the host's stream stays in step)."""
-        poller = select.poll()
+        poller = self.output_poller
         open_outputs = dict(child.outputs)
         for fd in open_outputs:
             poller.register(fd, select.POLLIN)
@@ -819,6 +823,10 @@ class Zygote:
                 held[stream] += count
         for stream in held:
             self._flush(index, stream, held)
+        for fd in open_outputs:
+            poller.unregister(fd)
+        if child.stdin_fd is not None and stdin_left:
+            poller.unregister(child.stdin_fd)
         return ending, sum(counts.values()), stdin_left
 
     def _flush(self, index: int, stream: int, held: dict[int, int]) -> None:
@@ -855,9 +863,13 @@ class Zygote:
     def _exits_by(self, child: _Child, deadline: float) -> bool:
         """The child closed its report pipe: whether it exits before the deadline."""
         if child.pidfd is not None:
-            poller = select.poll()
+            # One poll object for the zygote's life: every object made per item is a page the
+            # zygote writes, and after each fork every such page is a copy-on-write fault.
+            poller = self.exit_poller
             poller.register(child.pidfd, select.POLLIN)
-            return bool(poller.poll(max(0.0, deadline - time.monotonic()) * 1000.0))
+            exited = bool(poller.poll(max(0.0, deadline - time.monotonic()) * 1000.0))
+            poller.unregister(child.pidfd)
+            return exited
         while os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
             if time.monotonic() >= deadline:
                 return False
