@@ -21,6 +21,9 @@ class BackendName(StrEnum):
     DOCKER = "docker"
 
 
+MIB = 1024 * 1024
+
+
 def default_workers() -> int:
     return max(2, os.cpu_count() or 2)
 
@@ -69,8 +72,16 @@ class Settings(BaseSettings):
     default_determinism_runs: int = Field(2, ge=1, le=16)
     reject_none_output: bool = Field(False, description="Treat a returned None as not_literal.")
 
-    # Engine
-    cache_size: int = Field(100_000, ge=0, description="Entries in the in-process result cache.")
+    # Engine: caches are bounded by the bytes they hold (docs/design.md §9.7)
+    result_cache_bytes: int = Field(128 * MIB, ge=0, description="Bytes the in-process "
+                                    "result cache may hold (embedded mode and the CLI).")
+    program_cache_bytes: int = Field(32 * MIB, ge=0, description="Bytes the memo of static "
+                                     "program checks may hold.")
+    literal_cache_bytes: int = Field(32 * MIB, ge=0, description="Bytes the memo of parsed "
+                                     "expected and returned outputs may hold.")
+    max_program_chars: int = Field(32_768, ge=256, description="Longest program accepted; a "
+                                   "longer one is a syntax_error. Parsing a program holds the "
+                                   "interpreter lock for about 1 ms per KB.")
 
     # Service
     host: str = "127.0.0.1"
@@ -79,7 +90,13 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Set to run in distributed mode.")
     api_keys: dict[str, str] = Field(default_factory=dict,
                                      description='JSON {"name": "key"}; empty = no auth.')
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(16 * MIB, ge=1024, description="Largest request body (413).")
+    max_inflight_body_bytes: int = Field(64 * MIB, ge=1024, description="Request bodies held "
+                                         "at once, across requests, from arrival to answer; "
+                                         "beyond it a request gets 429.")
+    body_timeout_s: float = Field(30.0, gt=0, description="Longest a request body may take "
+                                  "to arrive; a slower one gets 408 and its connection is "
+                                  "closed.")
     max_items: int = Field(4096, ge=1)
     max_queue_depth: int = Field(100_000, ge=1,
                                  description="Queued items beyond which requests get 429.")
@@ -114,4 +131,6 @@ class Settings(BaseSettings):
             raise ValueError("default_memory_mb exceeds max_memory_mb")
         if self.default_determinism_runs > self.determinism_seeds:
             raise ValueError("default_determinism_runs exceeds determinism_seeds")
+        if self.max_body_bytes > self.max_inflight_body_bytes:
+            raise ValueError("max_body_bytes exceeds max_inflight_body_bytes")
         return self

@@ -13,6 +13,7 @@ from azr_verify.service.api.backend import Backend
 from azr_verify.service.api.errors import install_error_handlers
 from azr_verify.service.api.middleware import (
     BodyLimitMiddleware,
+    InflightBodies,
     RequestMetricsMiddleware,
     UnhandledErrorMiddleware,
 )
@@ -61,7 +62,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(build_router())
     # Added last = outermost: request timing sees the body limit's 413s and the 500s too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.state.inflight_bodies = InflightBodies(settings.max_inflight_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       timeout_s=settings.body_timeout_s, inflight=app.state.inflight_bodies,
+                       retry_after_s=settings.overload_retry_after_s)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app
