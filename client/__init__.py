@@ -47,6 +47,7 @@ from .errors import (
     TransportError,
 )
 from .models import (
+    AuditPage,
     AuditRecord,
     CheckItem,
     CheckResult,
@@ -64,6 +65,7 @@ __all__ = [
     "AnswerSlot",
     "AnswerState",
     "AsyncClient",
+    "AuditPage",
     "AuditRecord",
     "AuthError",
     "AzrClientError",

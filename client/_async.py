@@ -16,7 +16,7 @@ from ._transport import base_url_of, timeout_of, wrap_httpx_error
 from .azr import IOPair, ProposalOutcome
 from .config import ClientConfig
 from .errors import AzrClientError
-from .models import AuditRecord, CheckResult, JobStatus, ServiceInfo, Verdict
+from .models import AuditPage, AuditRecord, CheckResult, JobStatus, ServiceInfo, Verdict
 
 T = TypeVar("T")
 
@@ -128,6 +128,12 @@ class AsyncClient:
                     since: datetime | float | None = None,
                     limit: int | None = None) -> list[AuditRecord]:
         return await self._drive(self._core.audit(verdict, since, limit))
+
+    async def audit_page(self, verdict: Verdict | str | None = None,
+                         since: datetime | float | None = None, limit: int = 1000,
+                         oldest_first: bool = False, cursor: str | None = None) -> AuditPage:
+        return await self._drive(self._core.audit_page(verdict, since, limit, oldest_first,
+                                                       cursor))
 
     async def info(self) -> ServiceInfo:
         return await self._drive(self._core.info())

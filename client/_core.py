@@ -45,6 +45,7 @@ from .errors import (
     TransportError,
 )
 from .models import (
+    AuditPage,
     AuditRecord,
     AuditResponse,
     CheckItem,
@@ -251,6 +252,23 @@ class Core:
             params["limit"] = str(limit)
         resp = yield from self.send(self.request("GET", "/v1/audit", params=params))
         return parse(AuditResponse, resp).records
+
+    def audit_page(self, verdict: Verdict | str | None = None,
+                   since: datetime | float | None = None, limit: int = 1000,
+                   oldest_first: bool = False, cursor: str | None = None) -> Flow[AuditPage]:
+        """One page of audit records; the service returns only those the key may read."""
+        params: dict[str, str] = {"limit": str(limit), "order": "asc" if oldest_first
+                                  else "desc"}
+        if verdict is not None:
+            params["verdict"] = Verdict(verdict).value
+        if since is not None:
+            stamp = since.timestamp() if isinstance(since, datetime) else float(since)
+            params["since"] = repr(stamp)
+        if cursor is not None:
+            params["cursor"] = cursor
+        resp = yield from self.send(self.request("GET", "/v1/audit", params=params))
+        body = parse(AuditResponse, resp)
+        return AuditPage(records=body.records, next_cursor=body.next_cursor)
 
     def info(self) -> Flow[ServiceInfo]:
         resp = yield from self.send(self.request("GET", "/v1/info"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -16,7 +16,7 @@ from ._transport import base_url_of, timeout_of, wrap_httpx_error
 from .azr import IOPair, ProposalOutcome
 from .config import ClientConfig
 from .errors import AzrClientError
-from .models import AuditRecord, CheckResult, JobStatus, ServiceInfo, Verdict
+from .models import AuditPage, AuditRecord, CheckResult, JobStatus, ServiceInfo, Verdict
 
 T = TypeVar("T")
 
@@ -107,6 +107,23 @@ class Client:
               since: datetime | float | None = None,
               limit: int | None = None) -> list[AuditRecord]:
         return self._drive(self._core.audit(verdict, since, limit))
+
+    def audit_page(self, verdict: Verdict | str | None = None,
+                   since: datetime | float | None = None, limit: int = 1000,
+                   oldest_first: bool = False, cursor: str | None = None) -> AuditPage:
+        return self._drive(self._core.audit_page(verdict, since, limit, oldest_first, cursor))
+
+    def iter_audit(self, verdict: Verdict | str | None = None,
+                   since: datetime | float | None = None,
+                   page_size: int = 1000) -> Iterator[AuditRecord]:
+        """Every audit record this key may read, oldest first, one page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.audit_page(verdict, since, page_size, oldest_first=True, cursor=cursor)
+            yield from page.records
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def info(self) -> ServiceInfo:
         return self._drive(self._core.info())

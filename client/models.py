@@ -179,6 +179,14 @@ class AuditResponse(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     records: list[AuditRecord]
+    next_cursor: str | None = None
+
+
+class AuditPage(BaseModel):
+    """One page of `GET /v1/audit`; pass `next_cursor` back for the next one (None: done)."""
+
+    records: list[AuditRecord]
+    next_cursor: str | None = None
 
 
 class ErrorBody(BaseModel):

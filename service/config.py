@@ -24,6 +24,14 @@ class BackendName(StrEnum):
 MIB = 1024 * 1024
 
 
+def default_data_dir() -> Path:
+    """Where state lives unless AZR_VERIFY_DATA_DIR says otherwise: an absolute path, so every
+    command finds the same audit log whatever directory it runs in."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                           "share")
+    return Path(base).absolute() / "azr-verify"
+
+
 def default_workers() -> int:
     return max(2, os.cpu_count() or 2)
 
@@ -86,10 +94,15 @@ class Settings(BaseSettings):
     # Service
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    data_dir: Path = Field(Path("data"), description="Audit database and other state.")
+    data_dir: Path = Field(default_factory=lambda: default_data_dir(),
+                           description="Audit database and other state; default "
+                           "$XDG_DATA_HOME/azr-verify or ~/.local/share/azr-verify.")
     redis_url: str | None = Field(None, description="Set to run in distributed mode.")
     api_keys: dict[str, str] = Field(default_factory=dict,
                                      description='JSON {"name": "key"}; empty = no auth.')
+    admin_keys: list[str] = Field(default_factory=list, description='JSON list of names in '
+                                  'api_keys that read every key\'s audit records (any other '
+                                  'key reads only its own).')
     max_body_bytes: int = Field(16 * MIB, ge=1024, description="Largest request body (413).")
     max_inflight_body_bytes: int = Field(64 * MIB, ge=1024, description="Request bodies held "
                                          "at once, across requests, from arrival to answer; "
@@ -102,7 +115,11 @@ class Settings(BaseSettings):
                                  description="Queued items beyond which requests get 429.")
     chunk_size: int = Field(64, ge=1, description="Items per RQ job in distributed mode.")
     job_ttl_s: int = Field(3600, ge=60)
-    audit_retention: int = Field(1_000_000, ge=0)
+    audit_retention: int = Field(200_000, ge=0, description="Audit records kept (the oldest "
+                                 "go first).")
+    audit_excerpt_chars: int = Field(2048, ge=64, description="Characters of program, input, "
+                                     "output, error and meta an audit record keeps; the full "
+                                     "texts are kept as sha256 and length.")
 
     # HTTP service and distributed mode (service/api, service/queue, service/worker)
     overload_retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 429.")
@@ -133,4 +150,8 @@ class Settings(BaseSettings):
             raise ValueError("default_determinism_runs exceeds determinism_seeds")
         if self.max_body_bytes > self.max_inflight_body_bytes:
             raise ValueError("max_body_bytes exceeds max_inflight_body_bytes")
+        unknown = sorted(set(self.admin_keys) - set(self.api_keys))
+        if unknown:
+            raise ValueError(f"admin_keys names keys that api_keys does not define: "
+                             f"{', '.join(unknown)}")
         return self

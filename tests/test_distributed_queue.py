@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from azr_verify.service.audit import AuditRecord, RedisAuditStore
+from azr_verify.service.audit import AuditQuery, AuditRecord, AuditScope, RedisAuditStore, iterate
 from azr_verify.service.cache import CachedRun
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import OverloadedError
@@ -158,19 +158,31 @@ def test_redis_cache_misses_when_redis_is_down(settings: Settings) -> None:
     cache.put("k", CachedRun(verdict=Verdict.ACCEPTED))
 
 
-def test_redis_audit_store_filters_and_pages(settings: Settings, client: redis.Redis) -> None:
+def test_redis_audit_store_filters_scopes_and_pages(settings: Settings,
+                                                    client: redis.Redis) -> None:
     store = RedisAuditStore(client, Keys.from_settings(settings), retention=10_000)
     records = [AuditRecord(time=1000.0 + k, program_hash="h", program=f"p{k}\ud800", input="1",
                            entry="f", policy="azr",
-                           verdict=Verdict.UNSAFE if k % 3 else Verdict.TIMEOUT)
+                           verdict=Verdict.UNSAFE if k % 3 else Verdict.TIMEOUT,
+                           api_key_name="even" if k % 2 == 0 else "odd")
                for k in range(1200)]
     store.record(records)
-    newest = store.query(None, None, 5)
-    assert [r.program for r in newest] == [f"p{k}\ud800" for k in (1199, 1198, 1197, 1196, 1195)]
-    timeouts = store.query(Verdict.TIMEOUT, None, 1000)
-    assert len(timeouts) == 400 and all(r.verdict is Verdict.TIMEOUT for r in timeouts)
+    everyone = AuditScope.all_keys()
+    newest = store.page(everyone, AuditQuery(limit=5))
+    assert [r.program for r in newest.records] == [f"p{k}\ud800" for k in (1199, 1198, 1197,
+                                                                           1196, 1195)]
+    assert newest.next_cursor is not None
+    following = store.page(everyone, AuditQuery(limit=2, cursor=newest.next_cursor))
+    assert [r.time for r in following.records] == [1000.0 + 1194, 1000.0 + 1193]
+    timeouts = store.page(everyone, AuditQuery(verdict=Verdict.TIMEOUT, limit=1000))
+    assert len(timeouts.records) == 400
+    assert all(r.verdict is Verdict.TIMEOUT for r in timeouts.records)
     # Unsafe are the k not divisible by 3; k = 1191 and 1194 are not.
-    assert [r.time for r in store.iterate(Verdict.UNSAFE, 2190.0)] == [1000.0 + k for k in
-                                                                        (1192, 1193, 1195,
-                                                                         1196, 1198, 1199)]
-    assert sum(1 for _ in store.iterate(None, None)) == 1200
+    assert [r.time for r in iterate(store, everyone, Verdict.UNSAFE, 2190.0, page_size=4)] == \
+        [1000.0 + k for k in (1192, 1193, 1195, 1196, 1198, 1199)]
+    assert sum(1 for _ in iterate(store, everyone, None, None)) == 1200
+    # A key reads its own records only, from its own stream.
+    odd = list(iterate(store, AuditScope.of_key("odd"), None, None, page_size=7))
+    assert len(odd) == 600 and {r.api_key_name for r in odd} == {"odd"}
+    assert [r.time for r in odd[:2]] == [1001.0, 1003.0]
+    assert store.page(AuditScope.of_key("nobody"), AuditQuery()).records == []

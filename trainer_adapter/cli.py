@@ -41,10 +41,14 @@ def run_from_args(args: argparse.Namespace) -> int:
     # Imported here: the CLI module stays cheap to import (torch is heavy).
     from azr_verify.client import AzrClientError
 
-    from .config import load_config
+    from .config import ConfigLoadError, load_config
     from .runner import SeedRejectedError, run_training
 
-    config = load_config(args.config, overrides_from_args(args))
+    try:
+        config = load_config(args.config, overrides_from_args(args))
+    except ConfigLoadError as exc:
+        print(f"azr-verify train: error: {exc}", file=sys.stderr)
+        return 2
     try:
         result = run_training(config)
     except (AzrClientError, SeedRejectedError) as exc:

@@ -58,7 +58,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.backend = backend
     app.state.metrics = metrics
-    app.state.api_keys = ApiKeys(settings.api_keys)
+    app.state.api_keys = ApiKeys(settings.api_keys, frozenset(settings.admin_keys))
     install_error_handlers(app)
     app.include_router(build_router())
     # Added last = outermost: request timing sees the body limit's 413s and the 500s too.

@@ -10,13 +10,15 @@ import hmac
 from starlette.requests import Request
 
 from azr_verify.service.api.errors import ApiError
+from azr_verify.service.audit import AuditScope
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="azr-verify"'}
 
 
 class ApiKeys:
-    def __init__(self, keys: dict[str, str]) -> None:
+    def __init__(self, keys: dict[str, str], admins: frozenset[str] = frozenset()) -> None:
         self._keys = [(name, key.encode()) for name, key in keys.items()]
+        self._admins = admins
 
     @property
     def enabled(self) -> bool:
@@ -39,6 +41,14 @@ class ApiKeys:
         if found is None:
             raise ApiError(401, "unauthorized", "invalid API key", headers=_CHALLENGE)
         return found
+
+
+    def audit_scope(self, name: str | None) -> AuditScope:
+        """Whose audit records the holder of key `name` may read: its own, or everyone's
+        for an admin key; without keys there is one tenant and it reads everything."""
+        if not self._keys or name in self._admins:
+            return AuditScope.all_keys()
+        return AuditScope.of_key(name)
 
 
 def api_key_name(request: Request) -> str | None:

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from azr_verify.service.api.schemas import JobStatusResponse
-from azr_verify.service.audit import AuditRecord
+from azr_verify.service.audit import AuditPage, AuditQuery, AuditScope
 from azr_verify.service.metrics import TelemetrySnapshot
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+from azr_verify.service.models import CheckItem, CheckResult, PolicyName
 
 
 class Backend(Protocol):
@@ -35,8 +35,9 @@ class Backend(Protocol):
         """Raises JobNotFoundError, also for another API key's job."""
         ...
 
-    async def audit(self, verdict: Verdict | None, since: float | None,
-                    limit: int) -> list[AuditRecord]: ...
+    async def audit(self, scope: AuditScope, query: AuditQuery) -> AuditPage:
+        """Audit records in `scope` (use service/api/audit_access.py, which scopes them)."""
+        ...
 
     async def readiness(self) -> dict[str, Any]:
         """Named checks, each {"ok": bool, ...}; ready when all are ok."""

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from azr_verify.service.api.schemas import JobProgress, JobState, JobStatusResponse
-from azr_verify.service.audit import AuditRecord, RedisAuditStore
+from azr_verify.service.audit import AuditPage, AuditQuery, AuditScope, RedisAuditStore
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import (
     BatchLostError,
@@ -25,7 +25,7 @@ from azr_verify.service.errors import (
     QueueUnavailableError,
 )
 from azr_verify.service.metrics import TelemetrySnapshot
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+from azr_verify.service.models import CheckItem, CheckResult, PolicyName
 from azr_verify.service.queue.batches import (
     BatchReader,
     BatchStatus,
@@ -158,9 +158,8 @@ class DistributedBackend:
 
     # -- the rest -------------------------------------------------------------------------
 
-    async def audit(self, verdict: Verdict | None, since: float | None,
-                    limit: int) -> list[AuditRecord]:
-        return await anyio.to_thread.run_sync(self.audit_store.query, verdict, since, limit)
+    async def audit(self, scope: AuditScope, query: AuditQuery) -> AuditPage:
+        return await anyio.to_thread.run_sync(self.audit_store.page, scope, query)
 
     async def readiness(self) -> dict[str, Any]:
         try:

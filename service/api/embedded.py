@@ -13,7 +13,14 @@ import anyio
 
 from azr_verify.service.api.jobs import MemoryJob, MemoryJobStore
 from azr_verify.service.api.schemas import JobStatusResponse
-from azr_verify.service.audit import DB_NAME, AuditRecord, SqliteAuditStore, records_for
+from azr_verify.service.audit import (
+    DB_NAME,
+    AuditPage,
+    AuditQuery,
+    AuditScope,
+    SqliteAuditStore,
+    records_for,
+)
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.errors import OverloadedError
@@ -23,7 +30,7 @@ from azr_verify.service.metrics import (
     TelemetrySnapshot,
     execution_seconds,
 )
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+from azr_verify.service.models import CheckItem, CheckResult, PolicyName
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +111,8 @@ class EmbeddedBackend:
         """Blocking: checks, then records metrics and audit records."""
         results = self.engine.check(items, policy, on_progress)
         self.histogram.observe(execution_seconds(results))
-        records = records_for(items, results, policy, key_name)
+        records = records_for(items, results, policy, key_name,
+                              excerpt_chars=self.settings.audit_excerpt_chars)
         if records:
             self.audit_store.record(records)
         return results
@@ -150,9 +158,8 @@ class EmbeddedBackend:
 
     # -- the rest -------------------------------------------------------------------------
 
-    async def audit(self, verdict: Verdict | None, since: float | None,
-                    limit: int) -> list[AuditRecord]:
-        return await anyio.to_thread.run_sync(self.audit_store.query, verdict, since, limit)
+    async def audit(self, scope: AuditScope, query: AuditQuery) -> AuditPage:
+        return await anyio.to_thread.run_sync(self.audit_store.page, scope, query)
 
     async def readiness(self) -> dict[str, Any]:
         pool = self.engine.pool

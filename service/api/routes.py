@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -9,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from azr_verify.service import __version__
+from azr_verify.service.api.audit_access import read_audit
 from azr_verify.service.api.auth import api_key_name
 from azr_verify.service.api.backend import Backend
 from azr_verify.service.api.errors import ApiError, error_response
@@ -24,12 +26,20 @@ from azr_verify.service.api.schemas import (
     JobState,
     JobStatusResponse,
 )
+from azr_verify.service.audit import AuditQuery
 from azr_verify.service.config import Settings
 from azr_verify.service.metrics import Metrics
 from azr_verify.service.models import PolicyName, Verdict
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_AUDIT_LIMIT = 10_000
+CURSOR_PATTERN = r"^[0-9]+(-[0-9]+)?$"  # a SQLite row id or a Redis stream entry id
+
+
+class AuditOrder(StrEnum):
+    DESC = "desc"
+    ASC = "asc"
+
 
 KeyName = Annotated[str | None, Depends(api_key_name)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -83,13 +93,24 @@ def build_router() -> APIRouter:
         return AsciiJSONResponse(status.model_dump(mode="json"))
 
     @router.get("/v1/audit", response_model=AuditResponse,
-                summary="Rejected items (every verdict but accepted and wrong_output)")
+                summary="Rejected items (every verdict but accepted and wrong_output)",
+                description="An API key reads only its own records; an admin key "
+                            "(AZR_VERIFY_ADMIN_KEYS), or any caller when the service has no "
+                            "keys, reads all of them. Pages continue with `cursor`.")
     async def audit(request: Request, key_name: KeyName,
                     verdict: Annotated[Verdict | None, Query()] = None,
                     since: Annotated[float | None, Query(description="UNIX time")] = None,
-                    limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_LIMIT)] = 100) -> Response:
-        records = await _backend(request).audit(verdict, since, limit)
-        return AsciiJSONResponse({"records": [r.model_dump(mode="json") for r in records]})
+                    limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_LIMIT)] = 100,
+                    order: Annotated[AuditOrder, Query(description="desc: newest first; "
+                                                       "asc: oldest first")] = AuditOrder.DESC,
+                    cursor: Annotated[str | None, Query(
+                        pattern=CURSOR_PATTERN, max_length=64,
+                        description="next_cursor of the previous page")] = None) -> Response:
+        query = AuditQuery(verdict=verdict, since=since, limit=limit,
+                           oldest_first=order is AuditOrder.ASC, cursor=cursor)
+        page = await read_audit(request, key_name, query)
+        return AsciiJSONResponse({"records": [r.model_dump(mode="json") for r in page.records],
+                                  "next_cursor": page.next_cursor})
 
     @router.get("/v1/info", response_model=InfoResponse, summary="Version, backend, limits")
     async def info(request: Request, key_name: KeyName) -> InfoResponse:

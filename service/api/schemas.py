@@ -50,7 +50,9 @@ class JobStatusResponse(BaseModel):
 
 
 class AuditResponse(BaseModel):
-    records: list[AuditRecord] = Field(description="Newest first.")
+    records: list[AuditRecord] = Field(description="Newest first, unless order=asc.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; "
+                                    "null when there is none.")
 
 
 class InfoResponse(BaseModel):
