@@ -206,3 +206,77 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     error: dict[str, Any] = body["error"]
     return error
+
+
+class ServeProcess:
+    """`azr-verify serve` as a real process, with its CPU time and memory read from /proc.
+
+    CPU time is the server process's own (user + system, all its threads); the sandboxes are
+    other processes and are not counted.
+    """
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "azr_verify.service.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port)], env=settings_env(self.settings), cwd=REPO,
+            stdout=log, stderr=log)
+        log.close()
+
+        def ready() -> bool:
+            assert self.process is not None and self.process.poll() is None, \
+                self.log_path.read_text()
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, 120, "azr-verify serve", interval_s=0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        # utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc status")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 300.0), **kwargs)
+
+
+@contextmanager
+def serve_process(settings: Settings, log_path: Path) -> Iterator[ServeProcess]:
+    server = ServeProcess(settings, log_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
