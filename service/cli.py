@@ -152,6 +152,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.trusted:
+        from azr_verify.service.api.bench_trusted import run_trusted_bench
+
+        print(run_trusted_bench(_settings(args), feed_mb=args.feed_mb,
+                                report=lambda line: print(line, file=sys.stderr)))
+        return 0
     if args.http:
         from azr_verify.service.api.bench import run_http_bench
 
@@ -281,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="measure HTTP /v1/check (embedded and distributed) against the "
                             "engine instead of the engine against the naive baseline")
     bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds (--http)")
+    bench.add_argument("--trusted", action="store_true",
+                       help="measure what hostile requests cost the service process: CPU per "
+                            "100 KB, /healthz latency meanwhile, parser cost per shape, RSS "
+                            "under a stream of large requests")
+    bench.add_argument("--feed-mb", type=int, default=1024,
+                       help="MiB of distinct requests fed for the RSS figure (--trusted)")
     sandbox_flags(bench)
     bench.set_defaults(handler=_bench)
 

@@ -28,6 +28,8 @@ from typing import Any, NoReturn
 
 from azr_verify.service.models import ENTRY_PATTERN
 from azr_verify.service.verify.canonical import (
+    DICT_CLOSE,
+    DICT_OPEN,
     LIST_CLOSE,
     LIST_OPEN,
     NONE_CODE,
@@ -79,10 +81,25 @@ _TRIPLE_DOUBLE = r'"""[^"\\]*+(?:(?:\\(?:.|\n)|"(?!""))[^"\\]*+)*+"""'
 # `item` is a fast path: a plain number or string followed by a comma, the bulk of any large
 # list, set or tuple. Everything else is one token per match.
 _REAL = rf"(?:{_FLOAT}|{_DECIMAL}|inf|nan)"
+# A plain value: a number or a string without prefix or backslash (what repr mostly writes).
+_PLAIN = rf"""(?:-?(?:{_DECIMAL}|{_FLOAT})(?![\w.])|'[^'\\\n]*+'|"[^"\\\n]*+")"""
+_SPACE = r"[ \t\f]*+"
+_PAIR = rf"{_PLAIN}{_SPACE}:{_SPACE}{_PLAIN}{_SPACE}"
+_SET = rf"\{{{_SPACE}{_PLAIN}{_SPACE}(?:,{_SPACE}{_PLAIN}{_SPACE})*+,?{_SPACE}\}}"
+# A leaf: a display of plain values only, read in one match (repr's `(1, 2)`, `['a']`, ...).
+_LEAF = rf"""(?:\((?:{_SPACE}{_PLAIN}{_SPACE},)++{_SPACE}(?:{_PLAIN}{_SPACE})?\)
+              |\({_SPACE}\)
+              |\[{_SPACE}(?:{_PLAIN}{_SPACE}(?:,{_SPACE}{_PLAIN}{_SPACE})*+,?{_SPACE})?\]
+              |frozenset\({_SET}\)
+              |{_SET}
+              |\{{{_SPACE}(?:{_PAIR}(?:,{_SPACE}{_PAIR})*+,?{_SPACE})?\}})"""
+_PLAIN_VALUE = re.compile(_PLAIN)
 _TOKEN = re.compile(rf"""
     (?P<item>(?P<item_value>-?(?:{_DECIMAL}|{_FLOAT})(?![\w.])
                            |'[^'\\\n]*+'|"[^"\\\n]*+"
-                           |\((?P<real>-?{_REAL})(?P<plus>[+-])(?P<imag>{_REAL})j\))[ \t\f]*+,)
+                           |\((?P<real>-?{_REAL})(?P<plus>[+-])(?P<imag>{_REAL})j\)
+                           |(?P<leaf>{_LEAF}))[ \t\f]*+,)
+  | (?P<last>(?P<last_value>{_PLAIN}|{_LEAF})[ \t\f]*+(?P<closer>[\])}}]))
   | (?P<key>(?P<key_value>-?(?:{_DECIMAL}|{_FLOAT})(?![\w.])
                          |'[^'\\\n]*+'|"[^"\\\n]*+")[ \t\f]*+:(?!=))
   | (?P<skip>[ \t\f]++|\#[^\n]*+|\\\n)
@@ -250,6 +267,16 @@ class _Parser:
                             self.replay(match)
                         continue
                 value = match.group("item_value")
+                if match.group("leaf") is not None:
+                    encoding, unhashable = self._leaf(match.group("leaf"), match.start())
+                    if unhashable is not None:
+                        if fast.kind == _BRACE:  # not a set element: say so the slow way
+                            self.replay(match)
+                            continue
+                        if fast.element_error is None:
+                            fast.element_error = unhashable
+                    fast.items.append(encoding)
+                    continue
                 if value[0] == "(":
                     fast.items.append(self._complex(match))
                 elif value[0] in "'\"":
@@ -265,6 +292,9 @@ class _Parser:
                     self.count_node(match.start())  # fails
                 continue
             fast = None
+            if kind == "last":
+                self.last(match)
+                continue
             if kind == "key":
                 self.key(match)
                 continue
@@ -337,13 +367,67 @@ class _Parser:
         frame = self.stack[-1]
         value = match.group("item_value")
         if frame.kind != _BRACE or not frame.dict or frame.key is None \
-                or not self._clean(frame) or value[0] == "(":
+                or not self._clean(frame):
             return False
+        if match.group("leaf") is not None:
+            encoding = self._leaf(match.group("leaf"), match.start("leaf"))[0]
+        elif value[0] == "(":
+            encoding = self._complex(match)
+        else:
+            encoding = self._scalar(value, match.start())
+            self.count_node(match.start())
         frame.items.append(frame.key)
-        frame.values.append(self._scalar(value, match.start()))
+        frame.values.append(encoding)
         frame.key = None
-        self.count_node(match.start())
         return True
+
+    def last(self, match: re.Match[str]) -> None:
+        """A plain value or leaf and the bracket that closes the frame it ends."""
+        frame = self.stack[-1]
+        closer = match.group("closer")
+        value = match.group("last_value")
+        pos = match.start()
+        if len(self.stack) == 1 or _CLOSERS[frame.kind] != closer or not self._clean(frame) \
+                or not (frame.kind == _LIST or (frame.kind == _BRACE and frame.dict is False)
+                        or (frame.kind == _PAREN and frame.comma and not frame.raw)):
+            self.replay(match)
+            return
+        if value[0] in "([{f":
+            encoding, unhashable = self._leaf(value, pos)
+            if unhashable is not None:
+                if frame.kind == _BRACE:
+                    self.replay(match)
+                    return
+                if frame.element_error is None:
+                    frame.element_error = unhashable
+        else:
+            encoding = self._scalar(value, pos)
+            self.count_node(pos)
+        frame.items.append(encoding)
+        self.close(frame, closer, match.start("closer"))
+
+    def _leaf(self, leaf: str, pos: int) -> tuple[bytes, str | None]:
+        """A display of plain values: its encoding, and what makes it unhashable (if so)."""
+        if len(self.stack) > self.limits.max_depth:  # the leaf's own bracket is a level
+            self.fail(pos, f"the literal is nested more than {self.limits.max_depth} levels "
+                           "deep")
+        values = _PLAIN_VALUE.findall(leaf)
+        self.nodes += 1 + len(values)
+        if self.nodes > self.limits.max_nodes:
+            self.count_node(pos)  # fails
+        encodings = [self._scalar(value, pos) for value in values]
+        opener = leaf[0]
+        if opener == "(":
+            return TUPLE_OPEN + b"".join(encodings) + TUPLE_CLOSE, None
+        if opener == "[":
+            return LIST_OPEN + b"".join(encodings) + LIST_CLOSE, "list"
+        if opener == "f":
+            return encode_set(encodings), None
+        if ":" in leaf and (not values or _is_dict_leaf(leaf)):
+            return encode_dict(encodings[0::2], encodings[1::2]), "dict"
+        if not values:
+            return DICT_OPEN + DICT_CLOSE, "dict"
+        return encode_set(encodings), "set"
 
     def key(self, match: re.Match[str]) -> None:
         """A plain number or string and a colon: the key of a dict entry, usually."""
@@ -808,6 +892,12 @@ class _Parser:
     def arguments(self) -> tuple[tuple[Literal, ...], dict[str, Literal]]:
         frame = self.stack[0]
         return tuple(Literal(item) for item in frame.items), frame.kwargs
+
+
+def _is_dict_leaf(leaf: str) -> bool:
+    """Whether a `{...}` leaf is a dict: its first plain value is followed by a colon."""
+    first = _PLAIN_VALUE.search(leaf)
+    return first is not None and leaf[first.end():].lstrip(" \t\f").startswith(":")
 
 
 def _encode(kind: int, payload: Any) -> bytes:
