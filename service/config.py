@@ -123,6 +123,10 @@ class Settings(BaseSettings):
 
     # HTTP service and distributed mode (service/api, service/queue, service/worker)
     overload_retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 429.")
+    switch_interval_ms: float = Field(1.0, gt=0, le=100, description="How often a thread "
+                                      "doing Python work (parsing, checking) hands the "
+                                      "interpreter lock to the event loop, in `serve`; "
+                                      "CPython's default is 5.")
     embedded_job_threads: int = Field(2, ge=1, le=64,
                                       description="Threads running /v1/jobs in embedded mode.")
     check_timeout_s: float = Field(600.0, gt=0, description="Longest a distributed /v1/check "
