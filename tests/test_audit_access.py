@@ -139,3 +139,17 @@ def test_records_written_before_the_export_started_are_all_there(server: ApiServ
 def test_unknown_order_is_422(server: ApiServer) -> None:
     with httpx.Client(base_url=server.url, headers=auth("alice")) as client:
         assert client.get("/v1/audit", params={"order": "sideways"}).status_code == 422
+
+
+def test_meta_too_deep_to_audit_is_a_422_not_a_500(server: ApiServer) -> None:
+    meta: dict[str, object] = {}
+    node = meta
+    for _ in range(300):
+        child: dict[str, object] = {}
+        node["k"] = child
+        node = child
+    with server.client(headers=auth("alice")) as client:
+        response = client.post("/v1/check", json={"items": [
+            {"program": UNSAFE.format(tag="deep"), "input": "0", "meta": meta}]})
+    assert response.status_code == 422
+    assert "meta is nested more than 32 levels" in response.json()["error"]["message"]

@@ -215,3 +215,24 @@ def test_records_round_trip_lone_surrogates() -> None:
     original = record("k", 1).model_copy(update={"program": "\ud800"})
     assert AuditRecord.from_json(original.to_json()) == original
     assert json.loads(original.to_json())["program"] == "\ud800"
+
+
+def nested_meta(depth: int) -> dict[str, object]:
+    meta: dict[str, object] = {}
+    node = meta
+    for _ in range(depth - 1):
+        child: dict[str, object] = {}
+        node["k"] = child
+        node = child
+    return meta
+
+
+def test_meta_deeper_than_it_can_be_written_back_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="meta is nested more than 32 levels"):
+        CheckItem.model_validate({"program": "x", "input": "1", "meta": nested_meta(300)})
+    item = CheckItem.model_validate({"program": "x", "input": "1", "meta": nested_meta(32)})
+    [record] = records_for([item], [rejected(item)], PolicyName.AZR, None)
+    assert AuditRecord.from_json(record.to_json()).meta == nested_meta(32)
+    assert item.model_dump(mode="json")["meta"] == nested_meta(32)

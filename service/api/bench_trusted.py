@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import statistics
@@ -235,6 +236,8 @@ def _stats(values: list[float]) -> str:
 
 def run_trusted_bench(settings: Settings, feed_mb: int = 1024,
                       report: Callable[[str], None] = print) -> str:
+    # One log line per /healthz poll would cost this process CPU the server competes for.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="azr-bench-trusted-") as tmp:
         logs = Path(tmp)

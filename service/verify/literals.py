@@ -484,7 +484,7 @@ class _Parser:
         first = _FIRST_LINE_INDENT.match(text)
         assert first is not None
         indent = first.group(1).replace("\\\n", "").rpartition("\f")[2]
-        if first.end() < len(text) and indent:
+        if first.end() < len(text) and indent and text[first.end()] not in "\n#":
             self.fail(first.start(1), "unexpected indent")
         last_start = text.rfind("\n") + 1
         last = text[last_start:]
