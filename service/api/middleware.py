@@ -125,6 +125,9 @@ class BodyLimitMiddleware:
         try:
             if declared is not None:
                 if not self.inflight.reserve(declared):
+                    # Read and drop a moderate body first, as for a 413, so the client sees
+                    # the 429 rather than a reset connection; nothing of it is kept.
+                    await _drain(receive, declared if declared <= LINGER_BYTES else 0)
                     await self._overloaded(scope, receive, send, declared)
                     return
                 reserved.bytes = declared
