@@ -235,6 +235,7 @@ class _Parser:
         self.pending_name: tuple[str, int] | None = None
         self.started = False  # a token other than blank lines has been seen
         self.ended = False  # literal mode: a newline at the top level ended the expression
+        self.continuation_end = -1  # where the last line continuation (backslash) ended
 
     # -- errors -------------------------------------------------------------------------------
 
@@ -323,9 +324,11 @@ class _Parser:
                         self.close(frame, op, match.start())
                         continue
             elif kind == "skip":
-                if match.end() == len(text) and not self.call and match.group() == "\\\n":
-                    self.fail(match.start(), "invalid syntax: the text ends after a line "
-                                             "continuation")
+                if match.group() == "\\\n":
+                    if match.end() == len(text) and not self.call:
+                        self.fail(match.start(), "invalid syntax: the text ends after a line "
+                                                 "continuation")
+                    self.continuation_end = match.end()
                 continue
             elif kind == "newline":
                 if not self.call and len(stack) == 1 and self.started:
@@ -479,18 +482,23 @@ class _Parser:
         return encode_number(number)
 
     def _check_indentation(self) -> None:
-        """Python's eval mode refuses an indented first line, or a last line of blanks."""
+        """Python's eval mode refuses an indented first line."""
         text = self.text
         first = _FIRST_LINE_INDENT.match(text)
         assert first is not None
         indent = first.group(1).replace("\\\n", "").rpartition("\f")[2]
         if first.end() < len(text) and indent and text[first.end()] not in "\n#":
             self.fail(first.start(1), "unexpected indent")
+
+    def _check_last_line(self) -> None:
+        """Python's eval mode refuses a last line of blanks, unless a line continuation (a
+        backslash outside comments and strings, as the tokens found it) joins it to the line
+        before."""
+        text = self.text
         last_start = text.rfind("\n") + 1
         last = text[last_start:]
-        joined = text.endswith("\\\n", 0, last_start)  # a continuation joins the last line
-        if last_start and last and not joined and not last.strip(" \t\f") \
-                and last.rpartition("\f")[2]:
+        if last_start and last and self.continuation_end != last_start \
+                and not last.strip(" \t\f") and last.rpartition("\f")[2]:
             self.fail(last_start, "unexpected indent")
 
     def token(self, kind: str, text: str, pos: int) -> None:
@@ -535,6 +543,8 @@ class _Parser:
 
     def finish(self) -> None:
         end = len(self.text)
+        if not self.call:
+            self._check_last_line()
         if self.pending_name is not None:
             name, name_pos = self.pending_name
             self.pending_name = None
