@@ -53,15 +53,16 @@ def store(tmp_path: Path) -> SqliteAuditStore:
     return opened
 
 
-def all_pages(store: SqliteAuditStore, query: AuditQuery, size: int) -> list[AuditRecord]:
+def all_pages(store: SqliteAuditStore, query: AuditQuery, size: int,
+              oldest_first: bool = False) -> list[AuditRecord]:
     found: list[AuditRecord] = []
-    before = None
+    cursor = None
     while True:
-        page = store.page(query, size, before)
+        page = store.page(query, size, cursor, oldest_first)
         found += page.records
-        if page.next_before is None:
+        if page.next_cursor is None:
             return found
-        before = page.next_before
+        cursor = page.next_cursor
 
 
 @pytest.mark.parametrize("query", [
@@ -79,6 +80,8 @@ def test_every_filter_pages_through_exactly_the_matching_records(store: SqliteAu
                                                                  query: AuditQuery) -> None:
     expected = sorted((r for r in mixed() if query.matches(r)), key=lambda r: -r.time)
     assert [r.item_id for r in all_pages(store, query, 7)] == [r.item_id for r in expected]
+    assert [r.item_id for r in all_pages(store, query, 7, oldest_first=True)] == \
+        [r.item_id for r in reversed(expected)]
     assert [r.item_id for r in store.iterate(query)] == [r.item_id for r in
                                                          reversed(expected)]
     if query.text == "ZeroDivisionError in step2":
@@ -134,7 +137,7 @@ def test_time_bounds_and_rules(store: SqliteAuditStore) -> None:
 
 def test_a_bad_cursor_or_search_is_a_query_error(store: SqliteAuditStore) -> None:
     with pytest.raises(InvalidQueryError):
-        store.page(AuditQuery(), 5, before="1700000000000-0")
+        store.page(AuditQuery(), 5, cursor="1700000000000-0")
     with pytest.raises(InvalidQueryError):
         AuditQuery(text="**")
 
@@ -190,3 +193,4 @@ def test_a_schema_1_log_is_upgraded_in_place(tmp_path: Path) -> None:
     # Opening it again changes nothing.
     again = SqliteAuditStore(path, retention=1_000_000)
     assert len(all_pages(again, AuditQuery(rule="import_denied"), 100)) == 50
+
