@@ -4,12 +4,15 @@ directory."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -153,3 +156,57 @@ def test_meta_too_deep_to_audit_is_a_422_not_a_500(server: ApiServer) -> None:
             {"program": UNSAFE.format(tag="deep"), "input": "0", "meta": meta}]})
     assert response.status_code == 422
     assert "meta is nested more than 32 levels" in response.json()["error"]["message"]
+
+
+# --- the same scope for every reader: export, console pages, items, chart -----------------------
+
+def test_the_export_route_is_scoped_like_the_list(server: ApiServer) -> None:
+    for name, expected in (("alice", ["alice-0", "alice-1", "alice-2"]),
+                           ("ops", ["alice-0", "alice-1", "alice-2", "bob-0", "bob-1",
+                                    "bob-2"])):
+        with server.client(headers=auth(name)) as client:
+            jsonl = client.get("/v1/audit/export", params={"format": "jsonl"})
+            csv_text = client.get("/v1/audit/export", params={"format": "csv"}).text
+        assert [json.loads(line)["item_id"] for line in jsonl.text.splitlines()] == expected
+        assert [row["item_id"] for row in csv_rows(csv_text)] == expected
+
+
+def csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@contextmanager
+def console_as(server: ApiServer, name: str) -> Iterator[httpx.Client]:
+    """A browser-like client signed in to the console with the key's form (a session cookie)."""
+    with server.client(follow_redirects=False) as client:
+        response = client.post("/console/login", data={"key": KEYS[name], "next": "/console"})
+        assert response.status_code == 303, response.text
+        yield client
+
+
+def test_the_console_shows_a_key_only_its_own_records(server: ApiServer) -> None:
+    with server.client(headers=auth("ops")) as admin:
+        records = admin.get("/v1/audit", params={"limit": 100}).json()["records"]
+    ids = {str(r["item_id"]): str(r["id"]) for r in records}
+    with console_as(server, "alice") as alice, console_as(server, "ops") as ops:
+        page = alice.get("/console")
+        assert page.status_code == 200
+        assert "alice-0" in page.text and "bob-0" not in page.text
+        assert "3 in range" in page.text
+        assert "6 in range" in ops.get("/console").text
+        assert alice.get(f"/console/items/{ids['alice-1']}").status_code == 200
+        assert alice.get(f"/console/items/{ids['bob-1']}").status_code == 404
+        assert ops.get(f"/console/items/{ids['bob-1']}").status_code == 200
+        exported = alice.get("/console/export", params={"format": "jsonl"}).text
+    assert [json.loads(line)["item_id"] for line in exported.splitlines()] == \
+        ["alice-0", "alice-1", "alice-2"]
+
+
+def test_export_over_http_takes_the_console_filters_and_csv(server: ApiServer,
+                                                            tmp_path: Path) -> None:
+    done = export(["--url", server.url, "--api-key", KEYS["bob"], "--format", "csv",
+                   "--rule", "import_denied", "--search", "bob1"], tmp_path, {})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("id,time,time_utc,verdict")
+    assert [row["item_id"] for row in csv_rows(done.stdout)] == ["bob-1"]
+    assert "exported 1 audit records" in done.stderr
