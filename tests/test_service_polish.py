@@ -185,6 +185,21 @@ def test_audit_filters_pages_and_exports(served: Served) -> None:
         assert client.get("/v1/audit", params={"cursor": "x"}).status_code == 422
 
 
+def test_a_long_program_is_audited_as_an_excerpt_the_console_names(served: Served) -> None:
+    program = f"import socket\ndef f(x):\n    return x  # {RUN}-long\n" + "# pad\n" * 1000
+    with served.client() as client:
+        [result] = client.post("/v1/check", json={"items": [
+            {"id": f"{RUN}-long", "program": program, "input": "0"}]}).json()["results"]
+        assert result["verdict"] == "unsafe"
+        [record] = client.get("/v1/audit", params={"q": f"{RUN} long"}).json()["records"]
+        assert record["truncated"] == ["program"] and record["program_chars"] == len(program)
+        assert len(record["program"]) == 2048 and program.startswith(record["program"])
+        item = client.get(f"/console/items/{record['id']}")
+    assert item.status_code == 200
+    assert f"the first 2048 of {len(program)} characters" in item.text
+    assert 'id="truncated"' in item.text
+
+
 # -- the client ---------------------------------------------------------------------------
 
 
