@@ -51,6 +51,7 @@ from .errors import (
 )
 from .models import (
     AppliedLimits,
+    AuditPage,
     AuditRecord,
     CheckItem,
     CheckResult,
@@ -69,6 +70,7 @@ __all__ = [
     "AnswerState",
     "AppliedLimits",
     "AsyncClient",
+    "AuditPage",
     "AuditRecord",
     "AuthError",
     "AzrClientError",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -16,7 +16,7 @@ from ._transport import base_url_of, timeout_of, url_of, wrap_httpx_error
 from .azr import IOPairLike, ProposalOutcome
 from .config import ClientConfig
 from .errors import AzrClientError
-from .models import AuditRecord, CheckResult, JobStatus, ServiceInfo, Verdict
+from .models import AuditPage, AuditRecord, CheckResult, JobStatus, ServiceInfo, Verdict
 
 T = TypeVar("T")
 
@@ -134,6 +134,33 @@ class AsyncClient:
         policy rule, text search); `before` is a record's id to page past."""
         return await self._drive(self._core.audit(verdict, since, limit, until=until, rule=rule,
                                                 text=text, before=before))
+
+    async def audit_page(self, verdict: Verdict | str | None = None,
+                         since: datetime | float | None = None, limit: int = 1000,
+                         oldest_first: bool = False, cursor: str | None = None, *,
+                         until: datetime | float | None = None, rule: str | None = None,
+                         text: str | None = None) -> AuditPage:
+        """One page of audit records, newest first unless `oldest_first`; pass the page's
+        `next_cursor` as `cursor` for the next one."""
+        return await self._drive(self._core.audit_page(verdict, since, limit, oldest_first,
+                                                       cursor, until=until, rule=rule,
+                                                       text=text))
+
+    async def iter_audit(self, verdict: Verdict | str | None = None,
+                         since: datetime | float | None = None,
+                         page_size: int = 1000, *, until: datetime | float | None = None,
+                         rule: str | None = None, text: str | None = None
+                         ) -> AsyncIterator[AuditRecord]:
+        """Every audit record this key may read, oldest first, one page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.audit_page(verdict, since, page_size, oldest_first=True,
+                                         cursor=cursor, until=until, rule=rule, text=text)
+            for record in page.records:
+                yield record
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def info(self) -> ServiceInfo:
         return await self._drive(self._core.info())

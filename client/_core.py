@@ -46,6 +46,7 @@ from .errors import (
     TransportError,
 )
 from .models import (
+    AuditPage,
     AuditRecord,
     AuditResponse,
     CheckItem,
@@ -245,25 +246,25 @@ class Core:
               rule: str | None = None, text: str | None = None,
               before: str | None = None) -> Flow[list[AuditRecord]]:
         """Rejected items, newest first; `since`/`until` are datetimes or UNIX times."""
-        params: dict[str, str] = {}
-        if verdict is not None:
-            try:
-                params["verdict"] = Verdict(verdict).value
-            except ValueError:
-                names = ", ".join(v.value for v in Verdict)
-                raise InvalidArgumentError(f"unknown verdict {verdict!r}; expected one of: "
-                                           f"{names}") from None
-        for name, value in (("since", since), ("until", until)):
-            if value is not None:
-                params[name] = repr(unix_time(name, value))
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-                raise InvalidArgumentError(f"limit must be a positive int, not {limit!r}")
-            params["limit"] = str(limit)
-        params.update({k: v for k, v in (("rule", rule), ("q", text), ("before", before))
-                       if v is not None})
+        params = audit_params(verdict, since, until, rule, text, limit)
+        if before is not None:
+            params["cursor"] = before
         resp = yield from self.send(self.request("GET", "/v1/audit", params=params))
         return parse(AuditResponse, resp).records
+
+    def audit_page(self, verdict: Verdict | str | None = None,
+                   since: datetime | float | None = None, limit: int = 1000,
+                   oldest_first: bool = False, cursor: str | None = None, *,
+                   until: datetime | float | None = None, rule: str | None = None,
+                   text: str | None = None) -> Flow[AuditPage]:
+        """One page of audit records; the service returns only those the key may read."""
+        params = audit_params(verdict, since, until, rule, text, limit)
+        params["order"] = "asc" if oldest_first else "desc"
+        if cursor is not None:
+            params["cursor"] = cursor
+        resp = yield from self.send(self.request("GET", "/v1/audit", params=params))
+        body = parse(AuditResponse, resp)
+        return AuditPage(records=body.records, next_cursor=body.next_cursor)
 
     def info(self) -> Flow[ServiceInfo]:
         resp = yield from self.send(self.request("GET", "/v1/info"))
@@ -271,6 +272,29 @@ class Core:
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def audit_params(verdict: Verdict | str | None, since: datetime | float | None,
+                 until: datetime | float | None, rule: str | None, text: str | None,
+                 limit: int | None) -> dict[str, str]:
+    """The query of `GET /v1/audit`: the console's filters and a page size."""
+    params: dict[str, str] = {}
+    if verdict is not None:
+        try:
+            params["verdict"] = Verdict(verdict).value
+        except ValueError:
+            names = ", ".join(v.value for v in Verdict)
+            raise InvalidArgumentError(f"unknown verdict {verdict!r}; expected one of: "
+                                       f"{names}") from None
+    for name, value in (("since", since), ("until", until)):
+        if value is not None:
+            params[name] = repr(unix_time(name, value))
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgumentError(f"limit must be a positive int, not {limit!r}")
+        params["limit"] = str(limit)
+    params.update({k: v for k, v in (("rule", rule), ("q", text)) if v is not None})
+    return params
 
 
 def unix_time(name: str, value: datetime | float) -> float:

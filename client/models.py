@@ -144,12 +144,19 @@ class AuditRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str | None = Field(default=None, description="The log's id of the record (a page "
-                           "cursor: `audit(before=...)`).")
+                           "cursor: `audit(before=...)`, `audit_page(cursor=...)`).")
     time: float = Field(description="UNIX time the item was checked.")
-    program_hash: str = Field(description="sha256 of the program text.")
-    program: str
+    program_hash: str = Field(description="sha256 of the whole program text.")
+    program: str = Field(description="The program, or an excerpt (see `truncated`).")
+    program_chars: int | None = Field(default=None, description="Length of the whole program.")
     input: str
+    input_hash: str | None = None
+    input_chars: int | None = None
     output: str | None = Field(default=None, description="The expected output sent, if any.")
+    output_hash: str | None = None
+    output_chars: int | None = None
+    truncated: list[str] = Field(default_factory=list, description="Fields kept as excerpts "
+                                 "(or dropped, for meta) because they were over the limit.")
     entry: str = "f"
     policy: str | None = None
     verdict: Verdict
@@ -194,7 +201,14 @@ class AuditResponse(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     records: list[AuditRecord]
-    next_before: str | None = None
+    next_cursor: str | None = None
+
+
+class AuditPage(BaseModel):
+    """One page of `GET /v1/audit`; pass `next_cursor` back for the next one (None: done)."""
+
+    records: list[AuditRecord]
+    next_cursor: str | None = None
 
 
 class ErrorBody(BaseModel):

@@ -4,17 +4,23 @@ One protocol, two stores: SQLite under `data_dir` in embedded mode, a Redis stre
 distributed mode (workers write, the API reads). Records are stored as ASCII JSON: model-written
 programs may hold lone surrogates, which neither SQLite's UTF-8 nor Redis' clients accept raw.
 
+Records are bounded (docs/design.md §9.7): program, input, output, error and meta are kept as
+excerpts of at most `audit_excerpt_chars` characters, with the full texts' sha256 and length,
+so a 12 MB program costs an audit row a few KB.
+
 Reads go through one `AuditQuery` (verdict, time range, rule, text, API key) for `/v1/audit`,
-the console and exports alike (docs/design.md §5). The SQLite store answers every filter from an
+the console and exports alike (docs/design.md §5); its `api_key_name` is the reader's scope,
+set in one place (service/api/auditing.py). The SQLite store answers every filter from an
 index (a rule table, a full-text index, per-minute and per-hour counts), so a page or a chart
-stays fast on
-a million records; the Redis store filters while it scans, bounded by `SCAN_LIMIT` entries.
+stays fast on a million records; the Redis store keeps a stream per API key beside the stream
+of every record, and filters while it scans, bounded by `SCAN_LIMIT` entries.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -34,12 +40,16 @@ from pydantic import BaseModel, Field
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import ConfigError, InvalidQueryError
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict, Violation
+from azr_verify.service.queue import scripts
 from azr_verify.service.queue.connection import as_text, sync_client, translate_errors
 from azr_verify.service.queue.keys import Keys
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "audit.sqlite3"
+DEFAULT_EXCERPT_CHARS = 2048
+MAX_ITEM_ID_CHARS = 256
+MAX_VIOLATIONS = 20
 # Bumped whenever the tables or `search_text` change: the full-text index is contentless, so
 # deleting a row re-derives the text it indexed and must derive exactly the same text.
 SCHEMA_VERSION = 2
@@ -59,24 +69,38 @@ _TOKEN = re.compile(r"[^\W_]+")
 
 
 class AuditRecord(BaseModel):
-    """One rejected item."""
+    """One rejected item, with bounded excerpts of what was sent.
 
-    id: str | None = Field(default=None, description="The store's id of the record (a page cursor; "
-                           "the console's item link). Not part of the stored JSON.")
+    Records written before excerpts existed hold the whole texts and no `*_chars`/`*_hash`.
+    """
+
+    id: str | None = Field(default=None, description="The store's id of the record (a page "
+                           "cursor; the console's item link). Not part of the stored JSON.")
     time: float = Field(description="UNIX time it was checked.")
-    program_hash: str = Field(description="sha256 of the program text.")
-    program: str
-    input: str
-    output: str | None = Field(None, description="The expected output the client sent.")
+    program_hash: str = Field(description="sha256 of the whole program text.")
+    program: str = Field(description="The program, or its first `audit_excerpt_chars` "
+                         "characters (see `truncated`).")
+    program_chars: int | None = Field(None, description="Length of the whole program.")
+    input: str = Field(description="The input, or an excerpt of it.")
+    input_hash: str | None = Field(None, description="sha256 of the whole input.")
+    input_chars: int | None = None
+    output: str | None = Field(None, description="The expected output the client sent (or "
+                               "an excerpt of it).")
+    output_hash: str | None = Field(None, description="sha256 of the whole expected output.")
+    output_chars: int | None = None
     entry: str
     policy: str
     verdict: Verdict
-    violations: list[Violation] = Field(default_factory=list)
+    violations: list[Violation] = Field(default_factory=list, description=f"The first "
+                                        f"{MAX_VIOLATIONS} violations.")
     error_type: str | None = None
     error: str | None = None
     api_key_name: str | None = None
     item_id: str | int | None = None
     meta: dict[str, Any] | None = None
+    truncated: list[str] = Field(default_factory=list, description="Fields kept as excerpts "
+                                 "or dropped (meta) because they were over the limit; empty "
+                                 "when the record is whole.")
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", exclude={"id"}), ensure_ascii=True,
@@ -95,23 +119,65 @@ class AuditRecord(BaseModel):
         return sorted({v.rule for v in self.violations})
 
 
-def program_hash(program: str) -> str:
-    return hashlib.sha256(program.encode("utf-8", "surrogatepass")).hexdigest()
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+program_hash = text_hash
 
 
 def records_for(items: Sequence[CheckItem], results: Sequence[CheckResult],
-                policy: PolicyName, key_name: str | None,
-                now: float | None = None) -> list[AuditRecord]:
+                policy: PolicyName, key_name: str | None, now: float | None = None,
+                excerpt_chars: int = DEFAULT_EXCERPT_CHARS) -> list[AuditRecord]:
     """Audit records for the rejected items of a checked batch."""
     stamp = time.time() if now is None else now
-    return [
-        AuditRecord(time=stamp, program_hash=program_hash(item.program), program=item.program,
-                    input=item.input, output=item.output, entry=item.entry, policy=policy.value,
-                    verdict=result.verdict, violations=result.violations,
-                    error_type=result.error_type, error=result.error, api_key_name=key_name,
-                    item_id=item.id, meta=item.meta)
-        for item, result in zip(items, results, strict=True) if result.verdict.is_rejection
-    ]
+    return [_record(item, result, policy, key_name, stamp, excerpt_chars)
+            for item, result in zip(items, results, strict=True) if result.verdict.is_rejection]
+
+
+def _record(item: CheckItem, result: CheckResult, policy: PolicyName, key_name: str | None,
+            stamp: float, limit: int) -> AuditRecord:
+    truncated: list[str] = []
+
+    def excerpt(name: str, text: str, chars: int = limit) -> str:
+        if len(text) <= chars:
+            return text
+        truncated.append(name)
+        return text[:chars]
+
+    item_id = item.id
+    if isinstance(item_id, str):
+        item_id = excerpt("item_id", item_id, MAX_ITEM_ID_CHARS)
+    if len(result.violations) > MAX_VIOLATIONS:
+        truncated.append("violations")
+    return AuditRecord(
+        time=stamp, program_hash=text_hash(item.program), program_chars=len(item.program),
+        program=excerpt("program", item.program),
+        input=excerpt("input", item.input), input_hash=text_hash(item.input),
+        input_chars=len(item.input),
+        output=None if item.output is None else excerpt("output", item.output),
+        output_hash=None if item.output is None else text_hash(item.output),
+        output_chars=None if item.output is None else len(item.output),
+        entry=item.entry, policy=policy.value, verdict=result.verdict,
+        violations=result.violations[:MAX_VIOLATIONS], error_type=result.error_type,
+        error=None if result.error is None else excerpt("error", result.error),
+        api_key_name=key_name, item_id=item_id,
+        meta=_bounded_meta(item.meta, limit, truncated), truncated=truncated)
+
+
+def _bounded_meta(meta: dict[str, Any] | None, limit: int,
+                  truncated: list[str]) -> dict[str, Any] | None:
+    """The client's meta if its JSON fits the excerpt limit; dropped (and said so) if not."""
+    if meta is None:
+        return None
+    try:
+        size = len(json.dumps(meta, ensure_ascii=True, separators=(",", ":")))
+    except (ValueError, TypeError, RecursionError):  # deeper than JSON can write back
+        size = limit + 1
+    if size <= limit:
+        return meta
+    truncated.append("meta")
+    return None
 
 
 # -- queries ------------------------------------------------------------------------------
@@ -123,7 +189,8 @@ def search_tokens(text: str) -> list[str]:
 
 
 def search_text(record: AuditRecord) -> str:
-    """What text search looks in: program, input, output, error, ids and meta."""
+    """What text search looks in: program, input, output, error, ids and meta (the stored
+    excerpts: deleting a row must derive the text it indexed)."""
     parts = [record.program, record.input, record.output or "", record.error_type or "",
              record.error or "", "" if record.item_id is None else str(record.item_id),
              record.program_hash, json.dumps(record.meta) if record.meta else ""]
@@ -136,7 +203,8 @@ class AuditQuery:
     """Which records to read. Every field narrows; None means no constraint.
 
     `text` matches records containing its words in order, the last one as a prefix
-    (`os.sys` finds `os.system(...)`). `api_key_name` is the per-key scope.
+    (`os.sys` finds `os.system(...)`). `api_key_name` is the reader's scope: only that key's
+    records (service/api/auditing.py `audit_scope` decides it for every HTTP reader).
     """
 
     verdict: Verdict | None = None
@@ -184,7 +252,8 @@ def _has_phrase(tokens: Sequence[str], words: Sequence[str]) -> bool:
 @dataclass(frozen=True)
 class AuditPage:
     records: list[AuditRecord]
-    next_before: str | None  # cursor of the next (older) page; None when this is the last
+    # Cursor of the next page (the id of this page's last record); None when this is the last.
+    next_cursor: str | None
 
 
 @dataclass(frozen=True)
@@ -200,8 +269,10 @@ class AuditCounts:
 class AuditStore(Protocol):
     def record(self, records: Sequence[AuditRecord]) -> None: ...
 
-    def page(self, query: AuditQuery, limit: int, before: str | None = None) -> AuditPage:
-        """The newest `limit` matching records older than the record `before`, newest first."""
+    def page(self, query: AuditQuery, limit: int, cursor: str | None = None,
+             oldest_first: bool = False) -> AuditPage:
+        """Up to `limit` matching records past the record `cursor`: newest first (older than
+        it), or oldest first (newer than it)."""
         ...
 
     def get(self, record_id: str, query: AuditQuery) -> AuditRecord | None:
@@ -249,32 +320,75 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS audit_by_key ON audit (key_name)",
     "CREATE INDEX IF NOT EXISTS audit_by_key_verdict ON audit (key_name, verdict)",
 )
-_OLD_INDEXES = ("audit_time", "audit_verdict_time")  # schema 1's
+# Schema 1's, and audit_key of the first per-key reads (a key_name column at schema 1).
+_OLD_INDEXES = ("audit_time", "audit_verdict_time", "audit_key")
 _NO_KEY = ""  # the rollups' key_name for records without one (it is part of the key)
 
 
 class SqliteAuditStore:
-    """Embedded mode. One connection guarded by a lock: writes come from request threads."""
+    """Embedded mode. One connection guarded by a lock: writes come from request threads.
 
-    def __init__(self, path: Path, retention: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    `read_only` opens an existing database without creating or changing anything (`audit
+    export`): a missing file is an error, never a new empty log, and an older schema is read
+    as it is, by scanning the rows (upgrading it is the service's job).
+    """
+
+    def __init__(self, path: Path, retention: int, read_only: bool = False) -> None:
+        self.path = path
         self.retention = retention
         self._lock = threading.Lock()
         self._inserts = 0
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate(path)
+        self._legacy_version: int | None = None  # set when reading an older schema as it is
+        try:
+            if read_only:
+                self._open_read_only(path)
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate(path)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"cannot open the audit database {path}: {exc}") from None
+
+    def _open_read_only(self, path: Path) -> None:
+        if not path.is_file():
+            raise ConfigError(f"no audit database at {path}; point AZR_VERIFY_DATA_DIR (or "
+                              "--data-dir) at the service's data directory, or read a "
+                              "running service with --url")
+        self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                   check_same_thread=False, isolation_level=None)
+        version = self._version(path)
+        if "record" not in self._columns():
+            raise ConfigError(f"{path} is not an azr-verify audit database")
+        if version < SCHEMA_VERSION:
+            self._legacy_version = version
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _migrate(self, path: Path) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _version(self, path: Path) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise ConfigError(f"{path} has audit schema {version}; this azr-verify reads "
                               f"{SCHEMA_VERSION} and older")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(audit)")}
+        return version
+
+    def _columns(self) -> set[str]:
+        return {row[1] for row in self._db.execute("PRAGMA table_info(audit)")}
+
+    def _migrate(self, path: Path) -> None:
+        version = self._version(path)
+        columns = self._columns()
         self._db.execute("BEGIN")
+        try:
+            self._upgrade(path, version, columns)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _upgrade(self, path: Path, version: int, columns: set[str]) -> None:
         if columns and "key_name" not in columns:
             self._db.execute("ALTER TABLE audit ADD COLUMN key_name TEXT")
         if version < SCHEMA_VERSION:
@@ -285,7 +399,6 @@ class SqliteAuditStore:
         if columns and version < SCHEMA_VERSION:
             self._reindex(path)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        self._db.execute("COMMIT")
 
     def _reindex(self, path: Path) -> None:
         """Version 1 kept only the JSON: derive key names, rules, words and counts from it."""
@@ -461,13 +574,48 @@ class SqliteAuditStore:
             raise InvalidQueryError(f"cursor {text!r} is not an id of this audit log") \
                 from None
 
-    def page(self, query: AuditQuery, limit: int, before: str | None = None) -> AuditPage:
-        cursor = None if before is None else self._row_id(before)
-        with self._lock:
-            rows = self._select(query, "a.id, a.record", True, limit + 1, before=cursor)
-        records = [AuditRecord.from_json(text, str(row_id)) for row_id, text in rows[:limit]]
-        more = len(rows) > limit
+    def page(self, query: AuditQuery, limit: int, cursor: str | None = None,
+             oldest_first: bool = False) -> AuditPage:
+        row = None if cursor is None else self._row_id(cursor)
+        before, after = (None, row) if oldest_first else (row, None)
+        if self._legacy_version is not None:
+            found = list(itertools.islice(
+                (r for r in self._scan(not oldest_first, before, after) if query.matches(r)),
+                limit + 1))
+        else:
+            with self._lock:
+                rows = self._select(query, "a.id, a.record", not oldest_first, limit + 1,
+                                    before=before, after=after)
+            found = [AuditRecord.from_json(text, str(row_id)) for row_id, text in rows]
+        records = found[:limit]
+        more = len(found) > limit
         return AuditPage(records, records[-1].id if more and records else None)
+
+    def _scan(self, descending: bool, before: int | None = None,
+              after: int | None = None) -> Iterator[AuditRecord]:
+        """Every row in id order, a page at a time: how an older schema is read read-only."""
+        low = 0 if after is None else after
+        high = 2**63 - 1 if before is None else before
+        direction = "DESC" if descending else "ASC"
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT id, record FROM audit WHERE id > ? AND id < ? ORDER BY id "
+                    f"{direction} LIMIT ?", (low, high, _PAGE)).fetchall()  # literal order
+            for row_id, text in rows:
+                yield AuditRecord.from_json(text, str(row_id))
+            if len(rows) < _PAGE:
+                return
+            if descending:
+                high = int(rows[-1][0])
+            else:
+                low = int(rows[-1][0])
+
+    def _require_indexes(self, what: str) -> None:
+        if self._legacy_version is not None:
+            raise ConfigError(f"{self.path} has audit schema {self._legacy_version}, read "
+                              f"as it is: {what} needs schema {SCHEMA_VERSION}; start the "
+                              "service on it once to upgrade it")
 
     def get(self, record_id: str, query: AuditQuery) -> AuditRecord | None:
         try:
@@ -482,6 +630,9 @@ class SqliteAuditStore:
         return record if query.matches(record) else None
 
     def iterate(self, query: AuditQuery) -> Iterator[AuditRecord]:
+        if self._legacy_version is not None:
+            yield from (r for r in self._scan(descending=False) if query.matches(r))
+            return
         after: int | None = None
         while True:
             with self._lock:
@@ -493,6 +644,7 @@ class SqliteAuditStore:
             after = int(rows[-1][0])
 
     def time_bounds(self, query: AuditQuery) -> tuple[float, float] | None:
+        self._require_indexes("a time range")
         # The first and the last match in id order: one index seek each.
         bounds = AuditQuery(verdict=query.verdict, since=query.since, until=query.until,
                             api_key_name=query.api_key_name)
@@ -505,6 +657,7 @@ class SqliteAuditStore:
 
     def counts(self, query: AuditQuery, start: float, width: float,
                buckets: int) -> AuditCounts:
+        self._require_indexes("counting")
         stop = start + width * buckets
         result: list[Counter[str]] = [Counter() for _ in range(buckets)]
         rollup = next((
@@ -605,6 +758,7 @@ class SqliteAuditStore:
         return self._db.execute(sql + " GROUP BY 1, 2", params).fetchall()
 
     def rules(self) -> list[str]:
+        self._require_indexes("the rule list")
         # One index seek per distinct rule instead of a scan of every rule row.
         sql = ("WITH RECURSIVE seen(rule) AS (SELECT MIN(rule) FROM audit_rule UNION ALL "
                "SELECT (SELECT MIN(rule) FROM audit_rule WHERE rule > seen.rule) FROM seen "
@@ -621,21 +775,32 @@ class SqliteAuditStore:
 
 
 class RedisAuditStore:
-    """Distributed mode: a capped Redis stream; entry ids are Redis-time milliseconds."""
+    """Distributed mode: a capped Redis stream of every record, and a copy of each keyed
+    record in its API key's stream under the same entry id, so a key's reads scan only its
+    own records. Entry ids are Redis-time milliseconds."""
 
     def __init__(self, client: redis.Redis, keys: Keys, retention: int) -> None:
         self.client = client
+        self.keys = keys
         self.key = keys.audit
         self.retention = retention
+        self._add = client.register_script(scripts.AUDIT_ADD)
 
     def record(self, records: Sequence[AuditRecord]) -> None:
         if not records or self.retention == 0:
             return
         with translate_errors("audit write"), self.client.pipeline(transaction=False) as pipe:
             for record in records:
-                pipe.xadd(self.key, {"r": record.to_json()}, maxlen=self.retention,
-                          approximate=True)
+                streams = [self.key]
+                if record.api_key_name is not None:
+                    streams.append(self.keys.audit_of(record.api_key_name))
+                self._add(keys=streams, args=[record.to_json(), self.retention], client=pipe)
             pipe.execute()
+
+    def _stream(self, query: AuditQuery) -> str:
+        """A scoped reader's own stream; everyone's otherwise."""
+        return self.key if query.api_key_name is None else \
+            self.keys.audit_of(query.api_key_name)
 
     @staticmethod
     def _bound(stamp: float | None, skew: float, default: str) -> str:
@@ -655,13 +820,14 @@ class RedisAuditStore:
                 high = f"({after}"
             else:
                 low = f"({after}"
+        stream = self._stream(query)
         while True:
             entries: Any
             with translate_errors("audit read"):
                 if newest_first:
-                    entries = self.client.xrevrange(self.key, max=high, min=low, count=_PAGE)
+                    entries = self.client.xrevrange(stream, max=high, min=low, count=_PAGE)
                 else:
-                    entries = self.client.xrange(self.key, min=low, max=high, count=_PAGE)
+                    entries = self.client.xrange(stream, min=low, max=high, count=_PAGE)
             yield [AuditRecord.from_json(fields[b"r"], as_text(entry_id))
                    for entry_id, fields in entries]
             if len(entries) < _PAGE:
@@ -673,13 +839,14 @@ class RedisAuditStore:
             else:
                 low = f"({last}"
 
-    def page(self, query: AuditQuery, limit: int, before: str | None = None) -> AuditPage:
-        if before is not None and not re.fullmatch(r"\d+-\d+", before):
-            raise InvalidQueryError(f"cursor {before!r} is not an id of this audit log")
+    def page(self, query: AuditQuery, limit: int, cursor: str | None = None,
+             oldest_first: bool = False) -> AuditPage:
+        if cursor is not None and not re.fullmatch(r"\d+-\d+", cursor):
+            raise InvalidQueryError(f"cursor {cursor!r} is not an id of this audit log")
         found: list[AuditRecord] = []
         examined = 0
         last_seen: str | None = None
-        for page in self._pages(query, newest_first=True, after=before):
+        for page in self._pages(query, newest_first=not oldest_first, after=cursor):
             for record in page:
                 examined += 1
                 last_seen = record.id
@@ -696,7 +863,8 @@ class RedisAuditStore:
         if not re.fullmatch(r"\d+-\d+", record_id):
             return None
         with translate_errors("audit read"):
-            entries: Any = self.client.xrange(self.key, min=record_id, max=record_id, count=1)
+            entries: Any = self.client.xrange(self._stream(query), min=record_id,
+                                              max=record_id, count=1)
         if not entries:
             return None
         entry_id, fields = entries[0]
@@ -708,8 +876,10 @@ class RedisAuditStore:
             yield from (r for r in page if query.matches(r))
 
     def time_bounds(self, query: AuditQuery) -> tuple[float, float] | None:
-        # The ends of the stream within the time range: a chart's extent, without a scan.
-        ranged = AuditQuery(since=query.since, until=query.until)
+        # The ends of the reader's stream within the time range: a chart's extent, without a
+        # scan.
+        ranged = AuditQuery(since=query.since, until=query.until,
+                            api_key_name=query.api_key_name)
         newest = next(self._pages(ranged, newest_first=True), [])
         oldest = next(self._pages(ranged, newest_first=False), [])
         inside = [r.time for r in newest[:1] + oldest[:1] if ranged.matches(r)]
@@ -738,12 +908,13 @@ class RedisAuditStore:
         self.client.close()
 
 
-def open_audit_store(settings: Settings) -> AuditStore:
-    """The store of the configured mode."""
+def open_audit_store(settings: Settings, read_only: bool = False) -> AuditStore:
+    """The store of the configured mode; `read_only`: an existing SQLite log, unchanged."""
     if settings.redis_url:
         return RedisAuditStore(sync_client(settings), Keys.from_settings(settings),
                                settings.audit_retention)
-    return SqliteAuditStore(Path(settings.data_dir) / DB_NAME, settings.audit_retention)
+    return SqliteAuditStore(Path(settings.data_dir) / DB_NAME, settings.audit_retention,
+                            read_only=read_only)
 
 
 def parse_verdict(text: str | None) -> Verdict | None:
@@ -759,8 +930,9 @@ def parse_verdict(text: str | None) -> Verdict | None:
 # -- export ---------------------------------------------------------------------------------
 
 CSV_COLUMNS = ("id", "time", "time_utc", "verdict", "rules", "violations", "error_type",
-               "error", "api_key_name", "item_id", "policy", "entry", "program_hash", "input",
-               "output", "program", "meta")
+               "error", "api_key_name", "item_id", "policy", "entry", "program_hash",
+               "program_chars", "input_hash", "input_chars", "output_hash", "output_chars",
+               "truncated", "input", "output", "program", "meta")
 # A spreadsheet runs a cell that starts with one of these as a formula; programs are
 # model-written, so such cells get a leading apostrophe (OWASP's CSV-injection advice).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -802,15 +974,17 @@ def csv_lines(records: Iterable[AuditRecord]) -> Iterator[str]:
         writer.writerow([_cell(value) for value in (
             r.id, r.time, utc_text(r.time), r.verdict.value, " ".join(r.rules), violations,
             r.error_type, r.error, r.api_key_name, r.item_id, r.policy, r.entry,
-            r.program_hash, r.input, r.output, r.program,
+            r.program_hash, r.program_chars, r.input_hash, r.input_chars, r.output_hash,
+            r.output_chars, " ".join(r.truncated), r.input, r.output, r.program,
             json.dumps(r.meta, ensure_ascii=True) if r.meta is not None else None)])
         yield line.text
 
 
 def export_records(settings: Settings, out: IO[str], query: AuditQuery,
                    fmt: str = "jsonl") -> int:
-    """`azr-verify audit export`: every matching record, oldest first, as JSONL or CSV."""
-    store = open_audit_store(settings)
+    """`azr-verify audit export` from the store itself (every key's records): every matching
+    record, oldest first, as JSONL or CSV. The store is opened read-only."""
+    store = open_audit_store(settings, read_only=True)
     count = 0
 
     def counted() -> Iterator[AuditRecord]:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from azr_verify.service.lru import ByteLRU
 from azr_verify.service.models import Limits, PolicyName, Verdict
 
 
@@ -63,28 +62,30 @@ class ResultCache(Protocol):
 
 
 class MemoryCache:
-    """A bounded, thread-safe LRU."""
+    """A thread-safe LRU bounded by the bytes its entries keep alive (docs/design.md §9.7)."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[str, CachedRun] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: ByteLRU[str, CachedRun] = ByteLRU(max_bytes)
 
     def get(self, key: str) -> CachedRun | None:
-        with self._lock:
-            run = self._entries.get(key)
-            if run is not None:
-                self._entries.move_to_end(key)
-            return run
+        return self._entries.get(key)
 
     def put(self, key: str, run: CachedRun) -> None:
-        if self.capacity <= 0:
-            return
-        with self._lock:
-            self._entries[key] = run
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+        self._entries.put(key, run, cached_run_size(key, run))
+
+    @property
+    def bytes(self) -> int:
+        return self._entries.bytes
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+# Object headers of a CachedRun and its strings, beyond their characters.
+_RUN_BYTES = 250
+
+
+def cached_run_size(key: str, run: CachedRun) -> int:
+    return _RUN_BYTES + len(key) + sum(len(text) for text in (run.output, run.error_type,
+                                                               run.error) if text)

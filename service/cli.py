@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from azr_verify.client.errors import AzrClientError
 from azr_verify.service import __version__
-from azr_verify.service.config import BackendName, Settings
-from azr_verify.service.errors import AzrVerifyError
+from azr_verify.service.config import BackendName, Settings, default_data_dir
+from azr_verify.service.errors import AzrVerifyError, ConfigError
 from azr_verify.service.logs import configure_logging
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+
+if TYPE_CHECKING:
+    from azr_verify.service.audit import AuditQuery
 
 CHECK_EPILOG = """exit status: 0 when every line was checked; 1 when --fail-on names a verdict
 that occurred; 2 when the check itself failed (sandbox, service or file unavailable).
@@ -29,6 +35,7 @@ examples:
 CHUNK = 256
 EXIT_FAIL_ON = 1
 EXIT_INFRASTRUCTURE = 2
+_SHOWN_INPUT_CHARS = 40
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -39,32 +46,87 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["sandbox"] = BackendName(args.backend)
     if getattr(args, "redis_url", None):
         overrides["redis_url"] = args.redis_url
-    return Settings(**overrides)
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    return load_settings(overrides)
+
+
+def load_settings(overrides: dict[str, Any]) -> Settings:
+    """Settings from AZR_VERIFY_* and flags; a bad value is a ConfigError naming it."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_settings_error(exc, overrides)) from None
+    except SettingsError as exc:  # a JSON-valued variable that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"AZR_VERIFY_{field.group(1).upper()}" if field else "a JSON setting"
+        raise ConfigError(f"{name} is not valid JSON ({exc.__cause__}); write it as JSON, "
+                          f"e.g. AZR_VERIFY_API_KEYS='{{\"name\": \"key\"}}'") from None
+
+
+def describe_settings_error(exc: ValidationError, overrides: dict[str, Any]) -> str:
+    problems = []
+    for error in exc.errors():
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if not error.get("loc"):
+            problems.append(message)
+            continue
+        field = str(error["loc"][0])
+        source = f"--{field.replace('_', '-')}" if field in overrides else \
+            f"AZR_VERIFY_{field.upper()}"
+        shown = repr(error.get("input"))
+        if len(shown) > _SHOWN_INPUT_CHARS:
+            shown = shown[:_SHOWN_INPUT_CHARS] + "..."
+        problems.append(f"{source}={shown}: {message}")
+    return "invalid setting " + "; ".join(problems) + " (fix or unset it; README.md lists " \
+        "every setting)"
 
 
 # -- check ------------------------------------------------------------------------------------
 
 
-def _read_items(stream: IO[str]) -> Iterator[tuple[int, CheckItem | CheckResult]]:
-    """Yields (line number, item) or (line number, a syntax_error result for a bad line)."""
-    for number, line in enumerate(stream, start=1):
+def _read_items(stream: IO[bytes]) -> Iterator[tuple[int, CheckItem | CheckResult]]:
+    """Yields (line number, item) or (line number, a syntax_error result for a bad line).
+
+    Whatever is wrong with one line (bytes that are not UTF-8, JSON nested deeper than the
+    parser goes, a number too long to convert, fields that do not validate) is that line's
+    syntax_error; the run goes on.
+    """
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, _bad_line(number, f"not UTF-8 (byte {exc.start + 1} of the line)")
+            continue
         if not line.strip():
             continue
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield number, CheckResult(verdict=Verdict.SYNTAX_ERROR,
-                                      error=f"line {number}: invalid JSON: {exc.msg}")
+            yield number, _bad_line(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except RecursionError:
+            yield number, _bad_line(number, "invalid JSON: nested too deeply")
+            continue
+        except ValueError as exc:  # e.g. an integer over int_max_str_digits
+            yield number, _bad_line(number, f"invalid JSON: {str(exc)[:200]}")
             continue
         item_id = data.get("id") if isinstance(data, dict) else None
+        item_id = item_id if isinstance(item_id, str | int) and not isinstance(item_id, bool) \
+            else None
         try:
             yield number, CheckItem.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}"
-                                 for e in exc.errors())
-            yield number, CheckResult(
-                id=item_id if isinstance(item_id, str | int) else None,
-                verdict=Verdict.SYNTAX_ERROR, error=f"line {number}: {problems}")
+                                 for e in exc.errors()[:5])
+            yield number, _bad_line(number, problems, item_id)
+        except (RecursionError, ValueError) as exc:
+            yield number, _bad_line(number, f"cannot read the item: {str(exc)[:200]}", item_id)
+
+
+def _bad_line(number: int, problem: str, item_id: str | int | None = None) -> CheckResult:
+    return CheckResult(id=item_id, verdict=Verdict.SYNTAX_ERROR,
+                       error=f"line {number}: {problem}")
 
 
 class _LocalChecker:
@@ -119,7 +181,7 @@ def _verdict_list(text: str) -> frozenset[Verdict]:
 def _check(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
+    source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
     with source:
         rows = list(_read_items(source))
     counts: Counter[str] = Counter()
@@ -165,6 +227,12 @@ def _bench(args: argparse.Namespace) -> int:
 
         print(run_audit_bench(records=args.records, rounds=args.rounds))
         return 0
+    if args.trusted:
+        from azr_verify.service.api.bench_trusted import run_trusted_bench
+
+        print(run_trusted_bench(_settings(args), feed_mb=args.feed_mb,
+                                report=lambda line: print(line, file=sys.stderr)))
+        return 0
     if args.http:
         from azr_verify.service.api.bench import run_http_bench
 
@@ -186,8 +254,25 @@ def _serve(args: argparse.Namespace) -> int:
     from azr_verify.service.api.server import serve
 
     settings = _settings(args)
-    serve(settings, host=args.host or settings.host, port=args.port or settings.port)
+    host, port = args.host or settings.host, args.port or settings.port
+    _check_can_listen(host, port)
+    serve(settings, host=host, port=port)
     return 0
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """A busy port or a bad address, said before the sandbox pool starts (uvicorn would say
+    it after)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose "
+                          "another --port / --host or stop what is using it") from None
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -202,11 +287,45 @@ def _audit_export(args: argparse.Namespace) -> int:
 
     query = AuditQuery(verdict=parse_verdict(args.verdict), since=args.since, until=args.until,
                        rule=args.rule, text=args.search)
+    settings = None if args.url else _settings(args)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
     with out:
-        count = export_records(_settings(args), out, query, args.format)
-    print(f"exported {count} audit records", file=sys.stderr)
+        if settings is not None:
+            count = export_records(settings, out, query, args.format)
+            where = f"{Path(settings.data_dir).absolute()}" if not settings.redis_url \
+                else "Redis"
+        else:
+            count = _export_over_http(args.url, args.api_key, query, args.format, out)
+            where = args.url
+    print(f"exported {count} audit records from {where}", file=sys.stderr)
     return 0
+
+
+def _export_over_http(url: str, api_key: str | None, query: AuditQuery, fmt: str,
+                      out: IO[str]) -> int:
+    """The audit records the key may read, from a running service, oldest first (the
+    service scopes them, as for every reader of `/v1/audit`)."""
+    import os
+
+    from azr_verify.client import Client
+    from azr_verify.service.audit import AuditRecord, csv_lines, jsonl_lines
+
+    count = 0
+
+    def records(client: Client) -> Iterator[AuditRecord]:
+        nonlocal count
+        for record in client.iter_audit(verdict=query.verdict, since=query.since,
+                                        until=query.until, rule=query.rule, text=query.text):
+            count += 1
+            yield AuditRecord.model_validate(record.model_dump(mode="json"))
+
+    try:
+        with Client(url, api_key=api_key or os.environ.get("AZR_VERIFY_API_KEY")) as client:
+            for line in (csv_lines if fmt == "csv" else jsonl_lines)(records(client)):
+                out.write(line)
+    except AzrClientError as exc:
+        raise ConfigError(f"cannot read the audit log of {url}: {exc}") from None
+    return count
 
 
 def _train(args: argparse.Namespace, rest: Sequence[str]) -> int:
@@ -267,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "against full-scan baselines")
     bench.add_argument("--records", type=int, default=1_000_000,
                        help="audit records to fill the log with (--audit)")
+    bench.add_argument("--trusted", action="store_true",
+                       help="measure what hostile requests cost the service process: CPU per "
+                            "100 KB, /healthz latency meanwhile, parser cost per shape, RSS "
+                            "under a stream of large requests")
+    bench.add_argument("--feed-mb", type=int, default=1024,
+                       help="MiB of distinct requests fed for the RSS figure (--trusted)")
     sandbox_flags(bench)
     bench.set_defaults(handler=_bench)
 
@@ -286,7 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="audit log tools")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    export = audit_commands.add_parser("export", help="write audit records as JSONL or CSV")
+    export = audit_commands.add_parser(
+        "export", help="write audit records as JSONL or CSV",
+        description="Writes audit records (rejected items) as JSON lines or CSV, oldest first: "
+                    "from the embedded-mode database in the data directory (read-only), from "
+                    "Redis (--redis-url), or from a running service over HTTP (--url; an API "
+                    "key reads only its own records, an admin key all of them).")
     export.add_argument("-o", "--output", help="file (default: stdout)")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
                         help="output format (default: jsonl)")
@@ -295,7 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", type=float, help="only records at or before this UNIX time")
     export.add_argument("--rule", help="only records with a violation of this policy rule")
     export.add_argument("--search", help="only records containing these words")
+    export.add_argument("--data-dir", help=f"the service's data directory (default: "
+                        f"AZR_VERIFY_DATA_DIR, else {default_data_dir()})")
     export.add_argument("--redis-url", help="read the distributed-mode audit log")
+    export.add_argument("--url", help="read a running service's audit log over HTTP, "
+                        "e.g. http://127.0.0.1:8000")
+    export.add_argument("--api-key", help="API key for --url (default: AZR_VERIFY_API_KEY)")
     export.set_defaults(handler=_audit_export)
 
     train = commands.add_parser("train", help="run the AZR self-play loop against the service",
@@ -318,6 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INFRASTRUCTURE
     except FileNotFoundError as exc:
         print(f"azr-verify: error: {exc.filename}: no such file", file=sys.stderr)
+        return EXIT_INFRASTRUCTURE
+    except OSError as exc:  # an unreadable input, an unwritable output, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"azr-verify: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_INFRASTRUCTURE
     except KeyboardInterrupt:
         return 130

@@ -21,6 +21,17 @@ class BackendName(StrEnum):
     DOCKER = "docker"
 
 
+MIB = 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    """Where state lives unless AZR_VERIFY_DATA_DIR says otherwise: an absolute path, so every
+    command finds the same audit log whatever directory it runs in."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                           "share")
+    return Path(base).absolute() / "azr-verify"
+
+
 def default_workers() -> int:
     return max(2, os.cpu_count() or 2)
 
@@ -69,26 +80,53 @@ class Settings(BaseSettings):
     default_determinism_runs: int = Field(2, ge=1, le=16)
     reject_none_output: bool = Field(False, description="Treat a returned None as not_literal.")
 
-    # Engine
-    cache_size: int = Field(100_000, ge=0, description="Entries in the in-process result cache.")
+    # Engine: caches are bounded by the bytes they hold (docs/design.md §9.7)
+    result_cache_bytes: int = Field(128 * MIB, ge=0, description="Bytes the in-process "
+                                    "result cache may hold (embedded mode and the CLI).")
+    program_cache_bytes: int = Field(32 * MIB, ge=0, description="Bytes the memo of static "
+                                     "program checks may hold.")
+    literal_cache_bytes: int = Field(32 * MIB, ge=0, description="Bytes the memo of parsed "
+                                     "expected and returned outputs may hold.")
+    max_program_chars: int = Field(32_768, ge=256, description="Longest program accepted; a "
+                                   "longer one is a syntax_error. Parsing a program holds the "
+                                   "interpreter lock for about 1 ms per KB.")
 
     # Service
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    data_dir: Path = Field(Path("data"), description="Audit database and other state.")
+    data_dir: Path = Field(default_factory=lambda: default_data_dir(),
+                           description="Audit database and other state; default "
+                           "$XDG_DATA_HOME/azr-verify or ~/.local/share/azr-verify.")
     redis_url: str | None = Field(None, description="Set to run in distributed mode.")
     api_keys: dict[str, str] = Field(default_factory=dict,
                                      description='JSON {"name": "key"}; empty = no auth.')
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    admin_keys: list[str] = Field(default_factory=list, description='JSON list of names in '
+                                  'api_keys that read every key\'s audit records (any other '
+                                  'key reads only its own).')
+    max_body_bytes: int = Field(16 * MIB, ge=1024, description="Largest request body (413).")
+    max_inflight_body_bytes: int = Field(64 * MIB, ge=1024, description="Request bodies held "
+                                         "at once, across requests, from arrival to answer; "
+                                         "beyond it a request gets 429.")
+    body_timeout_s: float = Field(30.0, gt=0, description="Longest a request body may take "
+                                  "to arrive; a slower one gets 408 and its connection is "
+                                  "closed.")
     max_items: int = Field(4096, ge=1)
     max_queue_depth: int = Field(100_000, ge=1,
                                  description="Queued items beyond which requests get 429.")
     chunk_size: int = Field(64, ge=1, description="Items per RQ job in distributed mode.")
     job_ttl_s: int = Field(3600, ge=60)
-    audit_retention: int = Field(1_000_000, ge=0)
+    audit_retention: int = Field(200_000, ge=0, description="Audit records kept (the oldest "
+                                 "go first).")
+    audit_excerpt_chars: int = Field(2048, ge=64, description="Characters of program, input, "
+                                     "output, error and meta an audit record keeps; the full "
+                                     "texts are kept as sha256 and length.")
 
     # HTTP service and distributed mode (service/api, service/queue, service/worker)
     overload_retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 429.")
+    switch_interval_ms: float = Field(1.0, gt=0, le=100, description="How often a thread "
+                                      "doing Python work (parsing, checking) hands the "
+                                      "interpreter lock to the event loop, in `serve`; "
+                                      "CPython's default is 5.")
     embedded_job_threads: int = Field(2, ge=1, le=64,
                                       description="Threads running /v1/jobs in embedded mode.")
     check_timeout_s: float = Field(600.0, gt=0, description="Longest a distributed /v1/check "
@@ -114,4 +152,13 @@ class Settings(BaseSettings):
             raise ValueError("default_memory_mb exceeds max_memory_mb")
         if self.default_determinism_runs > self.determinism_seeds:
             raise ValueError("default_determinism_runs exceeds determinism_seeds")
+        if self.max_body_bytes > self.max_inflight_body_bytes:
+            raise ValueError("max_body_bytes exceeds max_inflight_body_bytes")
+        if "" in self.api_keys:
+            raise ValueError("api_keys: every key needs a non-empty name (the audit log and "
+                             "the access log record it)")
+        unknown = sorted(set(self.admin_keys) - set(self.api_keys))
+        if unknown:
+            raise ValueError(f"admin_keys names keys that api_keys does not define: "
+                             f"{', '.join(unknown)}")
         return self

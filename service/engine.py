@@ -8,7 +8,6 @@ the expected output by value. Identical (program, input) pairs in one batch run 
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 from azr_verify.service import __version__
 from azr_verify.service.cache import UNCACHEABLE, CachedRun, MemoryCache, ResultCache, cache_key
 from azr_verify.service.config import BackendName, Settings
+from azr_verify.service.memo import LiteralParses, ProgramChecks
 from azr_verify.service.models import CheckItem, CheckResult, Limits, PolicyName, Verdict
 from azr_verify.service.sandbox.outcome import MALFORMED
 from azr_verify.service.sandbox.pool import ZygotePool
@@ -30,8 +30,8 @@ from azr_verify.service.sandbox.protocol import (
     ZygoteLauncher,
 )
 from azr_verify.service.verify.equality import values_equal
-from azr_verify.service.verify.literals import LiteralError, parse_call_arguments, parse_literal
-from azr_verify.service.verify.policy import ProgramCheck, check_program
+from azr_verify.service.verify.literals import LiteralError, parse_call_arguments
+from azr_verify.service.verify.policy import ProgramCheck
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -90,7 +90,8 @@ class Engine:
                  cache: ResultCache | None = None) -> None:
         self.settings = settings
         self.pool = pool
-        self.cache: ResultCache = cache if cache is not None else MemoryCache(settings.cache_size)
+        self.cache: ResultCache = cache if cache is not None else \
+            MemoryCache(settings.result_cache_bytes)
         self.runtime = f"azr-verify/{__version__};runner/{RUNNER_PROTOCOL};" \
                        f"backend/{pool.launcher.backend};none/{settings.reject_none_output}"
         self._lock = threading.Lock()
@@ -99,10 +100,10 @@ class Engine:
         self._cache_misses = 0
         self._verdicts: Counter[str] = Counter()
         # AZR checks the same program for every answer and the same output text in every
-        # run, so both the static check and literal parsing are memoised (results immutable
-        # or never mutated).
-        self._check_program = functools.lru_cache(maxsize=4096)(check_program)
-        self._parse_literal = functools.lru_cache(maxsize=16384)(parse_literal)
+        # run, so both the static check and literal parsing are memoised, in bytes-bounded
+        # memos keyed by content hash (service/memo.py); programs are also size-capped there.
+        self._check_program = ProgramChecks.from_settings(settings)
+        self._parse_literal = LiteralParses.from_settings(settings)
 
     @classmethod
     def start(cls, settings: Settings, cache: ResultCache | None = None) -> Engine:

@@ -10,9 +10,25 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAX_META_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of JSON-like data, without recursion."""
+    deepest = 0
+    todo = [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_META_DEPTH:
+                return depth
+            children = node.values() if isinstance(node, dict) else node
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 class Verdict(StrEnum):
@@ -69,7 +85,16 @@ class CheckItem(BaseModel):
     timeout_s: float | None = Field(None, gt=0)
     memory_mb: int | None = Field(None, ge=16)
     meta: dict[str, Any] | None = Field(None, description="Opaque client data (step, role, "
-                                        "task type...) kept in the audit log.")
+                                        "task type...) kept in the audit log; nested at "
+                                        f"most {MAX_META_DEPTH} levels.")
+
+    @field_validator("meta")
+    @classmethod
+    def _shallow_meta(cls, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Deeper values cannot be serialised back (pydantic stops at a few hundred levels).
+        if meta is not None and _depth(meta) > MAX_META_DEPTH:
+            raise ValueError(f"meta is nested more than {MAX_META_DEPTH} levels deep")
+        return meta
 
 
 class Limits(BaseModel):

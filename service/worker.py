@@ -36,7 +36,7 @@ from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.queue.batches import ChunkReporter, make_queue
 from azr_verify.service.queue.cache import RedisCache
-from azr_verify.service.queue.connection import REDIS_ERRORS, sync_client
+from azr_verify.service.queue.connection import REDIS_ERRORS, check_reachable, sync_client
 from azr_verify.service.queue.jobs import ChunkRuntime, installed
 from azr_verify.service.queue.keys import Keys
 from azr_verify.service.queue.reaper import MISSED_BEATS
@@ -130,6 +130,7 @@ def run_worker(settings: Settings, burst: bool) -> None:
     """Runs until SIGTERM/SIGINT (warm shutdown: the running chunk finishes) or, with
     `burst`, until the queue is empty."""
     client = sync_client(settings)
+    check_reachable(client, settings)  # before the pool starts: a clear error, at once
     keys = Keys.from_settings(settings)
     name = worker_name()
     engine = Engine.start(settings, cache=RedisCache(client, keys, settings.cache_ttl_s))

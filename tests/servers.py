@@ -186,7 +186,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class ServeProcess:
-    """`azr-verify serve` as a real subprocess, ready once /readyz answers 200."""
+    """`azr-verify serve` as a real subprocess, ready once /readyz answers 200; its CPU time
+    and memory are read from /proc."""
 
     def __init__(self, settings: Settings, log_path: Path, port: int | None = None) -> None:
         self.settings = settings
@@ -220,10 +221,31 @@ class ServeProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(30)
+                self.process.wait(60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        """The server process's own CPU time (user + system, all its threads); the
+        sandboxes are other processes and are not counted."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        # utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc status")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 300.0), **kwargs)
 
 
 def client_service_settings(data_dir: Path, max_items: int) -> Settings:
@@ -231,7 +253,7 @@ def client_service_settings(data_dir: Path, max_items: int) -> Settings:
     are reachable), and no result cache, so every check really runs in a sandbox."""
     return Settings(workers=2, data_dir=data_dir, api_keys={"client": CLIENT_KEY},
                     max_items=max_items, max_queue_depth=max_items, overload_retry_after_s=1,
-                    cache_size=0)
+                    result_cache_bytes=0)
 
 
 @contextmanager

@@ -3,6 +3,7 @@ and the upgrade of a schema-1 log in place (a real SQLite file, no service neede
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,7 @@ from azr_verify.service.audit import (
     csv_lines,
     jsonl_lines,
 )
-from azr_verify.service.errors import InvalidQueryError
+from azr_verify.service.errors import ConfigError, InvalidQueryError
 from azr_verify.service.models import Verdict, Violation
 
 T0 = 1_700_000_040.0  # a whole minute
@@ -53,15 +54,16 @@ def store(tmp_path: Path) -> SqliteAuditStore:
     return opened
 
 
-def all_pages(store: SqliteAuditStore, query: AuditQuery, size: int) -> list[AuditRecord]:
+def all_pages(store: SqliteAuditStore, query: AuditQuery, size: int,
+              oldest_first: bool = False) -> list[AuditRecord]:
     found: list[AuditRecord] = []
-    before = None
+    cursor = None
     while True:
-        page = store.page(query, size, before)
+        page = store.page(query, size, cursor, oldest_first)
         found += page.records
-        if page.next_before is None:
+        if page.next_cursor is None:
             return found
-        before = page.next_before
+        cursor = page.next_cursor
 
 
 @pytest.mark.parametrize("query", [
@@ -79,6 +81,8 @@ def test_every_filter_pages_through_exactly_the_matching_records(store: SqliteAu
                                                                  query: AuditQuery) -> None:
     expected = sorted((r for r in mixed() if query.matches(r)), key=lambda r: -r.time)
     assert [r.item_id for r in all_pages(store, query, 7)] == [r.item_id for r in expected]
+    assert [r.item_id for r in all_pages(store, query, 7, oldest_first=True)] == \
+        [r.item_id for r in reversed(expected)]
     assert [r.item_id for r in store.iterate(query)] == [r.item_id for r in
                                                          reversed(expected)]
     if query.text == "ZeroDivisionError in step2":
@@ -134,7 +138,7 @@ def test_time_bounds_and_rules(store: SqliteAuditStore) -> None:
 
 def test_a_bad_cursor_or_search_is_a_query_error(store: SqliteAuditStore) -> None:
     with pytest.raises(InvalidQueryError):
-        store.page(AuditQuery(), 5, before="1700000000000-0")
+        store.page(AuditQuery(), 5, cursor="1700000000000-0")
     with pytest.raises(InvalidQueryError):
         AuditQuery(text="**")
 
@@ -190,3 +194,122 @@ def test_a_schema_1_log_is_upgraded_in_place(tmp_path: Path) -> None:
     # Opening it again changes nothing.
     again = SqliteAuditStore(path, retention=1_000_000)
     assert len(all_pages(again, AuditQuery(rule="import_denied"), 100)) == 50
+
+
+# -- files written by earlier versions ------------------------------------------------------
+#
+# Three layouts exist besides schema 2 as written now: schema 1 (above); schema 1 with the
+# key_name column and audit_key index of the first per-key reads (user_version 0); and schema 2
+# with records written before excerpts (no *_chars, *_hash or truncated in the JSON).
+
+FIRST_PER_KEY_DDL = (
+    "CREATE TABLE audit (id INTEGER PRIMARY KEY, time REAL NOT NULL, verdict TEXT NOT NULL, "
+    "record TEXT NOT NULL, key_name TEXT)",
+    "CREATE INDEX audit_time ON audit (time)",
+    "CREATE INDEX audit_verdict_time ON audit (verdict, time)",
+    "CREATE INDEX audit_key ON audit (key_name, id)",
+)
+
+
+def first_per_key_log(path: Path) -> None:
+    db = sqlite3.connect(path)
+    for statement in FIRST_PER_KEY_DDL:
+        db.execute(statement)
+    db.executemany("INSERT INTO audit (time, verdict, record, key_name) VALUES (?, ?, ?, ?)",
+                   [(r.time, r.verdict.value, r.to_json(), r.api_key_name) for r in mixed()])
+    db.commit()
+    db.close()
+
+
+def test_a_log_with_the_first_per_key_column_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite3"
+    first_per_key_log(path)
+    store = SqliteAuditStore(path, retention=1_000_000)
+    assert len(all_pages(store, AuditQuery(api_key_name="evaluator"), 100)) == 100
+    assert len(all_pages(store, AuditQuery(rule="import_denied"), 100)) == 50
+    assert store.rules() == ["builtin", "dunder_attribute", "import_denied"]
+    store.close()
+    db = sqlite3.connect(path)
+    indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert not indexes & {"audit_time", "audit_verdict_time", "audit_key"}
+
+
+@pytest.mark.parametrize("layout", ["schema 1", "first per-key"])
+def test_a_read_only_store_reads_an_older_log_as_it_is(tmp_path: Path, layout: str) -> None:
+    path = tmp_path / "audit.sqlite3"
+    if layout == "first per-key":
+        first_per_key_log(path)
+    else:
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY, time REAL NOT NULL, "
+                   "verdict TEXT NOT NULL, record TEXT NOT NULL)")
+        db.executemany("INSERT INTO audit (time, verdict, record) VALUES (?, ?, ?)",
+                       [(r.time, r.verdict.value, r.to_json()) for r in mixed()])
+        db.commit()
+        db.close()
+    before = path.read_bytes()
+    reader = SqliteAuditStore(path, retention=1_000_000, read_only=True)
+    for query in (AuditQuery(), AuditQuery(api_key_name="evaluator", until=T0 + 150),
+                  AuditQuery(rule="import_denied"), AuditQuery(text="zerodivision")):
+        expected = [r.item_id for r in mixed() if query.matches(r)]
+        assert [r.item_id for r in reader.iterate(query)] == expected
+        assert [r.item_id for r in all_pages(reader, query, 7)] == expected[::-1]
+    with pytest.raises(ConfigError, match="start the service on it once"):
+        reader.counts(AuditQuery(), T0, 60.0, 5)
+    reader.close()
+    assert path.read_bytes() == before  # nothing written, nothing upgraded
+
+
+def test_schema_2_records_from_before_excerpts_read_search_and_trim(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite3"
+    store = SqliteAuditStore(path, retention=50)
+    store.record([record(k, Verdict.UNSAFE, rules=("import_denied",),
+                         program=f"import os  # marker{k}") for k in range(40)])
+    store.close()
+    # As the console's version wrote them: the same rows, JSON without the excerpt fields.
+    excerpt_fields = ("program_chars", "input_hash", "input_chars", "output_hash",
+                      "output_chars", "truncated")
+    db = sqlite3.connect(path)
+    for row_id, text in db.execute("SELECT id, record FROM audit").fetchall():
+        data = json.loads(text)
+        for name in excerpt_fields:
+            del data[name]
+        db.execute("UPDATE audit SET record = ? WHERE id = ?", (json.dumps(data), row_id))
+    db.commit()
+    db.close()
+    store = SqliteAuditStore(path, retention=50)
+    (found,) = store.page(AuditQuery(text="marker7"), 5).records
+    assert found.program == "import os  # marker7" and found.truncated == []
+    assert found.program_chars is None and found.input_hash is None
+    # Trimming deletes old rows from every index, re-deriving their words from the old JSON.
+    for start in range(40, 1040, 100):
+        store.record([record(k, Verdict.UNSAFE, rules=("import_denied",),
+                             program=f"import os  # marker{k}") for k in range(start, start + 100)])
+    assert store.page(AuditQuery(text="marker7"), 5).records == []
+    assert len(all_pages(store, AuditQuery(rule="import_denied"), 1000)) == 50
+    assert len(all_pages(store, AuditQuery(text="import"), 1000)) == 50
+    store.close()
+
+
+def test_excerpted_records_round_trip_through_the_store(tmp_path: Path) -> None:
+    from azr_verify.service.audit import records_for, text_hash
+    from azr_verify.service.models import CheckItem, CheckResult, PolicyName
+
+    program = "import os\n" + "x = 1  # filler\n" * 1000
+    item = CheckItem(id="big", program=program, input="'" + "i" * 5000 + "'")
+    result = CheckResult(id="big", verdict=Verdict.UNSAFE,
+                         violations=[Violation(rule="import_denied", name="os", line=1)])
+    [written] = records_for([item], [result], PolicyName.AZR, "trainer", now=T0,
+                            excerpt_chars=256)
+    store = SqliteAuditStore(tmp_path / "audit.sqlite3", retention=100)
+    store.record([written])
+    (read,) = store.page(AuditQuery(api_key_name="trainer", rule="import_denied"), 5).records
+    assert read.model_dump(exclude={"id"}) == written.model_dump(exclude={"id"})
+    assert len(read.program) == 256 and read.program_chars == len(program)
+    assert read.program_hash == text_hash(program) and read.input_hash == text_hash(item.input)
+    assert set(read.truncated) == {"program", "input"}
+    assert read.id is not None and store.get(read.id, AuditQuery(api_key_name="other")) is None
+    header, row = list(csv_lines([read]))
+    assert "program_chars" in header and "truncated" in header
+    assert f",{len(program)}," in row and "program input" in row

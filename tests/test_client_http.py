@@ -2,10 +2,10 @@
 real sandboxes, real 413s, real 429s with Retry-After, real read timeouts and real connection
 refusals.
 
-The server runs with its result cache off (`cache_size=0`), so every check really runs in a
-sandbox. Whatever must be in flight when the client's next request arrives carries a *hold*
-item (a loop that only ends at its own timeout): it cannot finish sooner on any machine, and
-the server's own request counters confirm afterwards that the refusal really happened.
+The server runs with its result cache off (`result_cache_bytes=0`), so every check really
+runs in a sandbox. Whatever must be in flight when the client's next request arrives carries a
+*hold* item (a loop that only ends at its own timeout): it cannot finish sooner on any machine,
+and the server's own request counters confirm afterwards that the refusal really happened.
 
 A small stub (built from the service's own models, so it cannot drift) remains only for what
 a real server cannot be made to do: answer with a malformed body, put a proxy's 502/503/500

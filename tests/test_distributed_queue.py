@@ -163,20 +163,22 @@ def test_redis_cache_misses_when_redis_is_down(settings: Settings) -> None:
     cache.put("k", CachedRun(verdict=Verdict.ACCEPTED))
 
 
-def test_redis_audit_store_filters_and_pages(settings: Settings, client: redis.Redis) -> None:
+def test_redis_audit_store_filters_scopes_and_pages(settings: Settings,
+                                                    client: redis.Redis) -> None:
     store = RedisAuditStore(client, Keys.from_settings(settings), retention=10_000)
     records = [AuditRecord(time=1000.0 + k, program_hash="h", program=f"p{k}\ud800", input="1",
                            entry="f", policy="azr",
-                           verdict=Verdict.UNSAFE if k % 3 else Verdict.TIMEOUT)
+                           verdict=Verdict.UNSAFE if k % 3 else Verdict.TIMEOUT,
+                           api_key_name="even" if k % 2 == 0 else "odd")
                for k in range(1200)]
     store.record(records)
     newest = store.page(AuditQuery(), 5)
     assert [r.program for r in newest.records] == [f"p{k}\ud800"
                                                    for k in (1199, 1198, 1197, 1196, 1195)]
-    older = store.page(AuditQuery(), 2, before=newest.next_before)
+    older = store.page(AuditQuery(), 2, cursor=newest.next_cursor)
     assert [r.program for r in older.records] == ["p1194\ud800", "p1193\ud800"]
     timeouts = store.page(AuditQuery(verdict=Verdict.TIMEOUT), 1000)
-    assert len(timeouts.records) == 400 and timeouts.next_before is None
+    assert len(timeouts.records) == 400 and timeouts.next_cursor is None
     assert all(r.verdict is Verdict.TIMEOUT for r in timeouts.records)
     # Unsafe are the k not divisible by 3; k = 1191 and 1194 are not.
     unsafe = AuditQuery(verdict=Verdict.UNSAFE, since=2190.0)
@@ -187,3 +189,17 @@ def test_redis_audit_store_filters_and_pages(settings: Settings, client: redis.R
     counts = store.counts(AuditQuery(), 1000.0, 600.0, 2)
     assert [sum(b.values()) for b in counts.buckets] == [600, 600] and not counts.truncated
     assert store.page(AuditQuery(text="p1042"), 5).records[0].time == 2042.0
+    # Oldest first, continued with the cursor.
+    first = store.page(AuditQuery(), 3, oldest_first=True)
+    then = store.page(AuditQuery(), 2, cursor=first.next_cursor, oldest_first=True)
+    assert [r.time for r in first.records + then.records] == [1000.0 + k for k in range(5)]
+    # A key reads its own records only, from its own stream, under the same ids.
+    odd = AuditQuery(api_key_name="odd")
+    mine = list(store.iterate(odd))
+    assert len(mine) == 600 and {r.api_key_name for r in mine} == {"odd"}
+    assert [r.time for r in mine[:2]] == [1001.0, 1003.0]
+    assert store.get(mine[0].id or "", odd) == store.get(mine[0].id or "", AuditQuery())
+    assert store.get(mine[0].id or "", AuditQuery(api_key_name="even")) is None
+    assert store.page(AuditQuery(api_key_name="nobody"), 10).records == []
+    assert store.time_bounds(odd) == (1001.0, 2199.0)
+    assert sum(sum(b.values()) for b in store.counts(odd, 1000.0, 600.0, 2).buckets) == 600

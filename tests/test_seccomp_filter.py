@@ -7,6 +7,7 @@ checked from inside both sandboxes with calls that would succeed without the fil
 
 from __future__ import annotations
 
+import ast
 import errno
 import re
 import struct
@@ -18,7 +19,6 @@ from azr_verify.service.config import BackendName
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, PolicyName, Verdict
 from azr_verify.service.sandbox import runner
-from azr_verify.service.verify.literals import parse_literal
 
 from .guards import assert_executed, fresh
 
@@ -158,5 +158,5 @@ def test_the_kernel_refuses_them_inside_the_sandbox(backend: BackendName,
                           PolicyName.PERMISSIVE)[0]
     assert_executed([result])
     assert result.verdict is Verdict.ACCEPTED, result
-    refused = parse_literal(result.output or "")
+    refused = ast.literal_eval(result.output or "")  # the report of a trusted probe
     assert set(refused.values()) == {errno.EPERM}, refused

@@ -167,9 +167,13 @@ def test_audit_filters_pages_and_exports(served: Served) -> None:
                                                 "limit": 2}).json()
         assert [r["item_id"] for r in first["records"]] == [f"{RUN}-u2", f"{RUN}-u1"]
         rest = client.get("/v1/audit", params={"rule": "import_denied", "q": RUN, "limit": 2,
-                                               "before": first["next_before"]}).json()
+                                               "cursor": first["next_cursor"]}).json()
         assert [r["item_id"] for r in rest["records"]] == [f"{RUN}-u0"]
-        assert rest["next_before"] is None
+        assert rest["next_cursor"] is None
+        oldest = client.get("/v1/audit", params={"rule": "import_denied", "q": RUN,
+                                                 "order": "asc"}).json()
+        assert [r["item_id"] for r in oldest["records"]] == [f"{RUN}-u0", f"{RUN}-u1",
+                                                             f"{RUN}-u2"]
         errors = client.get("/v1/audit", params={"verdict": "runtime_error", "q": RUN}).json()
         assert [r["item_id"] for r in errors["records"]] == [f"{RUN}-r"]
         export = client.get("/v1/audit/export", params={"q": RUN, "format": "jsonl"})
@@ -178,7 +182,22 @@ def test_audit_filters_pages_and_exports(served: Served) -> None:
         exported = [json.loads(line)["item_id"] for line in export.text.splitlines()]
         assert exported == [i["id"] for i in items]  # oldest first
         assert client.get("/v1/audit", params={"q": "***"}).status_code == 422
-        assert client.get("/v1/audit", params={"before": "x"}).status_code == 422
+        assert client.get("/v1/audit", params={"cursor": "x"}).status_code == 422
+
+
+def test_a_long_program_is_audited_as_an_excerpt_the_console_names(served: Served) -> None:
+    program = f"import socket\ndef f(x):\n    return x  # {RUN}-long\n" + "# pad\n" * 1000
+    with served.client() as client:
+        [result] = client.post("/v1/check", json={"items": [
+            {"id": f"{RUN}-long", "program": program, "input": "0"}]}).json()["results"]
+        assert result["verdict"] == "unsafe"
+        [record] = client.get("/v1/audit", params={"q": f"{RUN} long"}).json()["records"]
+        assert record["truncated"] == ["program"] and record["program_chars"] == len(program)
+        assert len(record["program"]) == 2048 and program.startswith(record["program"])
+        item = client.get(f"/console/items/{record['id']}")
+    assert item.status_code == 200
+    assert f"the first 2048 of {len(program)} characters" in item.text
+    assert 'id="truncated"' in item.text
 
 
 # -- the client ---------------------------------------------------------------------------

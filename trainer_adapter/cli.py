@@ -48,13 +48,17 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     from azr_verify.client import AzrClientError
 
-    from .config import load_config
+    from .config import ConfigLoadError, load_config
     from .local_service import LocalService, ServiceStartError
     from .runner import SeedRejectedError, run_training
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    config = load_config(args.config, overrides_from_args(args))
+    try:
+        config = load_config(args.config, overrides_from_args(args))
+    except ConfigLoadError as exc:
+        print(f"azr-verify train: error: {exc}", file=sys.stderr)
+        return 2
     service: LocalService | None = None
     try:
         if args.serve:

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from azr_verify.client import TaskType
 
@@ -212,21 +212,62 @@ class TrainConfig(_Section):
     run: RunSection = Field(default_factory=RunSection)
 
 
+class ConfigLoadError(ValueError):
+    """The config file is missing, unreadable, not YAML/JSON, or not a valid TrainConfig; the
+    message is one line that says which and how to fix it."""
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML (.yaml/.yml) or JSON file; `overrides` are dotted keys, e.g.
-    ``{"run.steps": 2, "service.url": "http://..."}``."""
+    ``{"run.steps": 2, "service.url": "http://..."}``. Raises ConfigLoadError."""
     path = Path(path)
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml  # only needed for YAML configs
-
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigLoadError(f"{path}: no such config file (see trainer_adapter/configs/ "
+                              "for examples)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigLoadError(f"{path}: cannot read the config: {exc}") from None
+    data = _parse_config_text(path, text)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigLoadError(f"{path}: cannot set {dotted}: {key!r} is not a section")
         node[leaf] = value
-    return TrainConfig.model_validate(data)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe_error(error) for error in exc.errors()[:3])
+        more = f" (and {len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
+        raise ConfigLoadError(f"{path}: {problems}{more} (every field is documented in "
+                              "azr_verify.trainer_adapter.config.TrainConfig)") from None
+
+
+def _parse_config_text(path: Path, text: str) -> dict[str, Any]:
+    if path.suffix in (".yaml", ".yml"):
+        import yaml  # only needed for YAML configs
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except (yaml.YAMLError, RecursionError) as exc:
+            detail = " ".join(str(exc).split())
+            raise ConfigLoadError(f"{path}: not valid YAML: {detail}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise ConfigLoadError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigLoadError(f"{path}: the config must be a mapping of sections "
+                              f"(service, model, rollout, ...), not a {type(data).__name__}")
+    return data
+
+
+def _describe_error(error: Any) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ())) or "config"
+    if error.get("type") == "extra_forbidden":
+        return f"unknown key {where!r} (a typo? remove or rename it)"
+    return f"{where}: {error.get('msg')}"

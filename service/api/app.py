@@ -16,6 +16,7 @@ from azr_verify.service.api.errors import install_error_handlers
 from azr_verify.service.api.middleware import (
     AccessLogMiddleware,
     BodyLimitMiddleware,
+    InflightBodies,
     RequestMetricsMiddleware,
     UnhandledErrorMiddleware,
 )
@@ -64,14 +65,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.backend = backend
     app.state.metrics = metrics
-    app.state.api_keys = ApiKeys(settings.api_keys)
+    app.state.api_keys = ApiKeys(settings.api_keys, frozenset(settings.admin_keys))
     install_error_handlers(app)
     app.include_router(build_router())
     install_docs(app)
     install_console(app)
-    # Added last = outermost: request timing and the access log see the body limit's 413s
-    # and the 500s too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Added last = outermost: request timing and the access log see the body limit's 408s,
+    # 413s and 429s and the 500s too.
+    app.state.inflight_bodies = InflightBodies(settings.max_inflight_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       timeout_s=settings.body_timeout_s, inflight=app.state.inflight_bodies,
+                       retry_after_s=settings.overload_retry_after_s)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware)

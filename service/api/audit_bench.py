@@ -181,7 +181,7 @@ def run_audit_bench(records: int = 1_000_000, rounds: int = 5) -> str:
                 ("/console: text search, 'ZeroDivisionError' (~18%)",
                  "/console?q=ZeroDivisionError"),
                 ("/console: last 24 hours", "/console?range=24h"),
-                ("/console: next page (cursor)", f"/console?before={first['next_before']}"),
+                ("/console: next page (cursor)", f"/console?before={first['next_cursor']}"),
                 ("/console/items/{id}: one item", f"/console/items/{newest_id}"),
                 ("/v1/audit?limit=100", "/v1/audit?limit=100"),
                 ("/v1/audit?verdict=unsafe&q=subprocess",

@@ -1,8 +1,10 @@
 """Reading the audit log over HTTP, in one place for `/v1/audit`, its export and the console.
 
 `audit_query` turns a caller and its filters into the store's `AuditQuery`; every reader goes
-through it, so the caller's audit scope applies to the API, the exports and the console alike
-(docs/design.md §5). The store is blocking; these helpers run it off the event loop.
+through it (`/v1/audit`, `/v1/audit/export`, the console's pages, and so `azr-verify audit
+export --url` and the client), so the caller's audit scope, decided by `audit_scope` alone,
+applies to all of them (docs/design.md §5). The store is blocking; these helpers run it off
+the event loop.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import anyio
 from fastapi import Query, Request
 from starlette.responses import StreamingResponse
 
+from azr_verify.service.api.auth import ApiKeys
 from azr_verify.service.api.backend import Backend
 from azr_verify.service.api.errors import ApiError
 from azr_verify.service.audit import (
@@ -74,10 +77,16 @@ def audit_filters(
 def audit_scope(request: Request, key_name: str | None) -> str | None:
     """The API key name whose records this caller may read; None reads every key's.
 
-    Every reader of the audit log passes through here (the single place per-key scoping
-    applies); today every authenticated caller reads every record.
+    Every reader of the audit log passes through here, the single place per-key scoping
+    applies: a key reads only its own records; an admin key (AZR_VERIFY_ADMIN_KEYS) reads
+    every key's; a service without keys has one tenant, who reads everything.
     """
-    return None
+    keys: ApiKeys = request.app.state.api_keys
+    if not keys.enabled:
+        return None
+    if key_name is None:  # never reached through the auth dependency; fail closed anyway
+        raise ApiError(401, "unauthorized", "an API key is needed to read the audit log")
+    return None if keys.is_admin(key_name) else key_name
 
 
 def audit_query(request: Request, key_name: str | None, filters: AuditFilters) -> AuditQuery:
@@ -102,10 +111,10 @@ async def _off_loop(call: Callable[[], T]) -> T:
         raise ApiError(422, "validation_error", str(exc)) from None
 
 
-async def read_page(request: Request, query: AuditQuery, limit: int,
-                    before: str | None) -> AuditPage:
+async def read_page(request: Request, query: AuditQuery, limit: int, cursor: str | None,
+                    oldest_first: bool = False) -> AuditPage:
     store = store_of(request)
-    return await _off_loop(lambda: store.page(query, limit, before))
+    return await _off_loop(lambda: store.page(query, limit, cursor, oldest_first))
 
 
 async def read_record(request: Request, query: AuditQuery, record_id: str

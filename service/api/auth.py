@@ -33,8 +33,9 @@ bearer_scheme = HTTPBearer(
 
 
 class ApiKeys:
-    def __init__(self, keys: dict[str, str]) -> None:
+    def __init__(self, keys: dict[str, str], admins: frozenset[str] = frozenset()) -> None:
         self._keys = [(name, key.encode()) for name, key in keys.items()]
+        self._admins = admins
 
     @property
     def enabled(self) -> bool:
@@ -65,6 +66,10 @@ class ApiKeys:
     def name_of_key(self, key: str) -> str | None:
         """The name of a key typed into the console's sign-in form; None when unknown."""
         return self._match(key.strip()) if self._keys else None
+
+    def is_admin(self, name: str | None) -> bool:
+        """Whether the key `name` reads every key's audit records (AZR_VERIFY_ADMIN_KEYS)."""
+        return name is not None and name in self._admins
 
     # -- console sessions -----------------------------------------------------------------
 

@@ -362,7 +362,7 @@ def install_console(app: FastAPI) -> None:
             chart_w=CHART_W, chart_h=CHART_H, rules=await read_rules(request),
             ranges=RANGE_LABELS, live_refresh_s=LIVE_REFRESH_S if form.live else 0,
             newest_link=form.link() if before else None,
-            older_link=form.link(before=page.next_before) if page.next_before else None,
+            older_link=form.link(before=page.next_cursor) if page.next_cursor else None,
             export_jsonl=form.link("/console/export", format="jsonl"),
             export_csv=form.link("/console/export", format="csv"),
             live_link=form.link(live="" if form.live else "1"),

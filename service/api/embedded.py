@@ -104,7 +104,8 @@ class EmbeddedBackend:
         """Blocking: checks, then records metrics and audit records."""
         results = self.engine.check(items, policy, on_progress)
         self.histogram.observe(execution_seconds(results))
-        records = records_for(items, results, policy, key_name)
+        records = records_for(items, results, policy, key_name,
+                              excerpt_chars=self.settings.audit_excerpt_chars)
         if records:
             self.audit_store.record(records)
         return results

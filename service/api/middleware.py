@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: unexpected errors, the request-body limit, request-latency metrics,
+"""Pure ASGI middleware: unexpected errors, request-body limits, request-latency metrics,
 the access log."""
 
 from __future__ import annotations
@@ -58,16 +58,56 @@ class UnhandledErrorMiddleware:
             await response(scope, receive, send)
 
 
-class BodyLimitMiddleware:
-    """Reads request bodies up to `max_bytes` while they stream in, then hands them on.
+class InflightBodies:
+    """Bytes of request bodies received and not yet answered, across all requests.
 
-    A body over the limit is refused with 413 as soon as the limit is crossed (or at once when
-    Content-Length says so); memory never holds more than `max_bytes`.
+    Reserved as bodies arrive (all of a declared Content-Length at once), released when the
+    response is sent; a request that would exceed `max_bytes` is refused with 429.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def reserve(self, size: int) -> bool:
+        # Only the event loop's thread calls this: no lock needed between check and add.
+        if self._bytes + size > self.max_bytes:
+            return False
+        self._bytes += size
+        return True
+
+    def release(self, size: int) -> None:
+        self._bytes -= size
+
+
+class _Reserved:
+    """What one request has reserved so far (survives the read being cancelled)."""
+
+    bytes = 0
+
+
+class BodyLimitMiddleware:
+    """Reads request bodies while they stream in, within limits, then hands them on.
+
+    - A body over `max_bytes` is refused with 413 as soon as the limit is crossed (or at once
+      when Content-Length says so); memory never holds more than `max_bytes` of it.
+    - A body that has not fully arrived `timeout_s` after the request started is refused with
+      408 and its connection closed: half-sent bodies are not held.
+    - While the bodies held by all requests would exceed `inflight.max_bytes`, a new body is
+      refused with 429 and Retry-After.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float, inflight: InflightBodies,
+                 retry_after_s: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.inflight = inflight
+        self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
@@ -83,31 +123,62 @@ class BodyLimitMiddleware:
                          else 0)
             await self._refuse(scope, receive, send, declared)
             return
+        reserved = _Reserved()
+        try:
+            if declared is not None:
+                if not self.inflight.reserve(declared):
+                    # Read and drop a moderate body first, as for a 413, so the client sees
+                    # the 429 rather than a reset connection; nothing of it is kept.
+                    await _drain(receive, declared if declared <= LINGER_BYTES else 0)
+                    await self._overloaded(scope, receive, send, declared)
+                    return
+                reserved.bytes = declared
+            body: bytes | None = None
+            with anyio.move_on_after(self.timeout_s):
+                body = await self._read(scope, receive, send, reserved)
+                if body is None:
+                    return  # refused or the client left; already answered if need be
+            if body is None:
+                await self._timed_out(scope, receive, send)
+                return
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()  # later calls wait for the disconnect, as usual
+
+            await self.app(scope, replay, send)
+        finally:
+            self.inflight.release(reserved.bytes)
+
+    async def _read(self, scope: Scope, receive: Receive, send: Send,
+                    reserved: _Reserved) -> bytes | None:
+        """The whole body, or None once an answer (or nothing, if the client left) is due."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return  # the client left; nothing to answer
-            body = message.get("body", b"")
-            size += len(body)
+                return None  # the client left; nothing to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            more = message.get("more_body", False)
             if size > self.max_bytes:
-                await _drain(receive, LINGER_BYTES, more=message.get("more_body", False))
+                await _drain(receive, LINGER_BYTES, more=more)
                 await self._refuse(scope, receive, send, None)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()  # later calls wait for the disconnect, as usual
-
-        await self.app(scope, replay, send)
+                return None
+            if size > reserved.bytes:  # no Content-Length (or a lying one): reserve as it comes
+                if not self.inflight.reserve(size - reserved.bytes):
+                    await _drain(receive, LINGER_BYTES, more=more)
+                    await self._overloaded(scope, receive, send, size)
+                    return None
+                reserved.bytes = size
+            chunks.append(chunk)
+            if not more:
+                return b"".join(chunks)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send,
                       declared: int | None) -> None:
@@ -115,6 +186,19 @@ class BodyLimitMiddleware:
         response = error_response(413, "payload_too_large",
                                   f"{size} exceeds the limit of {self.max_bytes} bytes",
                                   headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+    async def _overloaded(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        response = error_response(
+            429, "overloaded", f"request bodies in flight would exceed "
+            f"{self.inflight.max_bytes} bytes with this one ({size} bytes); retry later",
+            headers={"Retry-After": str(self.retry_after_s), "Connection": "close"})
+        await response(scope, receive, send)
+
+    async def _timed_out(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            408, "request_timeout", f"the request body did not arrive within "
+            f"{self.timeout_s:g} s (AZR_VERIFY_BODY_TIMEOUT_S)", headers={"Connection": "close"})
         await response(scope, receive, send)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -37,6 +38,13 @@ from azr_verify.service.metrics import Metrics
 from azr_verify.service.models import PolicyName
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CURSOR_PATTERN = r"^[0-9]+(-[0-9]+)?$"  # a SQLite row id or a Redis stream entry id
+
+
+class AuditOrder(StrEnum):
+    DESC = "desc"
+    ASC = "asc"
+
 
 KeyName = Annotated[str | None, Depends(api_key_name)]
 Filters = Annotated[AuditFilters, Depends(audit_filters)]
@@ -139,16 +147,24 @@ def build_router() -> APIRouter:
     @router.get("/v1/audit", response_model=AuditResponse, tags=[Tag.AUDIT],
                 operation_id="listAuditRecords", responses={401: _ERRORS[401],
                                                             422: _ERRORS[422]},
-                summary="Rejected items, newest first, a page at a time")
+                summary="Rejected items, a page at a time",
+                description="Rejected items (every verdict but accepted and wrong_output), "
+                            "newest first unless order=asc. An API key reads only its own "
+                            "records; an admin key (AZR_VERIFY_ADMIN_KEYS), or any caller when "
+                            "the service has no keys, reads all of them. Pages continue with "
+                            "`cursor`.")
     async def audit(request: Request, key_name: KeyName, filters: Filters,
                     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-                    before: Annotated[str | None, Query(
-                        description="Cursor: `next_before` of the previous page.",
-                        max_length=64)] = None) -> Response:
+                    order: Annotated[AuditOrder, Query(description="desc: newest first; "
+                                                       "asc: oldest first")] = AuditOrder.DESC,
+                    cursor: Annotated[str | None, Query(
+                        pattern=CURSOR_PATTERN, max_length=64,
+                        description="`next_cursor` of the previous page.")] = None) -> Response:
         query = audit_query(request, key_name, filters)
-        page = await read_page(request, query, limit, before)
+        page = await read_page(request, query, limit, cursor, oldest_first=order is
+                               AuditOrder.ASC)
         return AsciiJSONResponse({"records": [r.model_dump(mode="json") for r in page.records],
-                                  "next_before": page.next_before})
+                                  "next_cursor": page.next_cursor})
 
     @router.get("/v1/audit/export", tags=[Tag.AUDIT], operation_id="exportAuditRecords",
                 response_class=Response,

@@ -50,9 +50,9 @@ class JobStatusResponse(BaseModel):
 
 
 class AuditResponse(BaseModel):
-    records: list[AuditRecord] = Field(description="Newest first.")
-    next_before: str | None = Field(None, description="Pass as `before` for the next, older "
-                                    "page; null on the last page.")
+    records: list[AuditRecord] = Field(description="Newest first, unless order=asc.")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` (with the same order "
+                                    "and filters) for the next page; null on the last page.")
 
 
 class InfoResponse(BaseModel):

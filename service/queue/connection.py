@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -47,6 +48,27 @@ def async_client(settings: Settings, blocking_s: float = 0.0) -> aioredis.Redis:
         _url(settings), socket_connect_timeout=settings.redis_timeout_s,
         socket_timeout=settings.redis_timeout_s + blocking_s, retry=_retry(),
         health_check_interval=30)
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_reachable(client: redis.Redis, settings: Settings) -> None:
+    """Raises QueueUnavailableError, saying where and how to fix it, unless Redis answers."""
+    try:
+        client.ping()
+    except REDIS_ERRORS as exc:
+        raise QueueUnavailableError(
+            f"cannot reach Redis at {redacted_url(_url(settings))}: {str(exc).rstrip('.')}; "
+            f"start it, or point "
+            f"--redis-url / AZR_VERIFY_REDIS_URL at a running one") from exc
 
 
 def as_text(value: object) -> str:

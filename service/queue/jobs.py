@@ -90,7 +90,8 @@ def run_chunk(batch_id: str, index: int, policy: str, key_name: str | None,
         # Only the run that answered the chunk counts and audits it: a duplicate run (its
         # first worker was presumed dead) must not count items twice.
         runtime.telemetry.record_results(results)
-        records = records_for(checked, results, PolicyName(policy), key_name)
+        records = records_for(checked, results, PolicyName(policy), key_name,
+                              excerpt_chars=runtime.engine.settings.audit_excerpt_chars)
         if records:
             runtime.audit.record(records)
     runtime.telemetry.push_engine()

@@ -68,6 +68,10 @@ class Keys:
         """Stream of audit records (rejected items)."""
         return f"{self.prefix}:audit"
 
+    def audit_of(self, key_name: str) -> str:
+        """Stream of the audit records of one API key (a copy, so a key reads only its own)."""
+        return f"{self.prefix}:audit:key:{key_name}"
+
     @property
     def counters(self) -> str:
         """Hash of monotonic counters summed over every worker process (see metrics.py)."""

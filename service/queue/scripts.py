@@ -75,3 +75,18 @@ for i = 1, #ARGV, 2 do
 end
 return forgotten
 """
+
+# KEYS: the stream of every audit record, then the stream of the record's API key (if any).
+# ARGV: the record's JSON, retention (entries).
+# The key's copy gets the same entry id, so a record's id (the console's link, a page cursor)
+# is one in both streams, and it keeps only entries the stream of every record still holds.
+# A key stream ahead of that id (the main stream was deleted and the clock went back) keeps
+# its entries and misses this one rather than failing the write.
+AUDIT_ADD = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'r', ARGV[1])
+if #KEYS > 1 then
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+  redis.pcall('XADD', KEYS[2], 'MINID', '~', oldest, id, 'r', ARGV[1])
+end
+return id
+"""
