@@ -33,6 +33,9 @@ NO_RESULT = "NoResult"
 # saw the child's resident memory reach this share of its limit; otherwise it is the program's
 # own error (it asked for more at once than any run could give it, or raised it itself).
 MEMORY_EVIDENCE_SHARE = 0.5
+# The kernel signals at its own CPU clock; rusage's user+system split can read a little lower.
+# Limits are whole seconds, so a program that lowered its own is at least a second short.
+CPU_ACCOUNTING_SLACK_US = 250_000
 KIB = 1024
 MIB = 1024 * 1024
 
@@ -108,7 +111,7 @@ def _killed(request: ExecRequest, observation: Observation, signum: int) -> Exec
     # The CPU limit is the kernel's: SIGXCPU at the soft limit, SIGKILL at the hard one. A
     # program that lowers its own limit, or signals itself, has not used the CPU it was given.
     if signum in (signal.SIGXCPU, signal.SIGKILL) \
-            and observation.cpu_us >= request.cpu_seconds * 1_000_000:
+            and observation.cpu_us >= request.cpu_seconds * 1_000_000 - CPU_ACCOUNTING_SLACK_US:
         return ExecOutcome(OutcomeKind.TIMEOUT, error="exceeded the CPU-time limit")
     if signum == signal.SIGKILL and _memory_exhausted(request, observation):
         return ExecOutcome(OutcomeKind.MEMORY, error_type="MemoryError",
