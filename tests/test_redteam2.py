@@ -18,7 +18,7 @@ import pytest
 
 from azr_verify.service.config import BackendName
 from azr_verify.service.engine import Engine
-from azr_verify.service.models import CheckItem, PolicyName, Verdict
+from azr_verify.service.models import PolicyName, Verdict
 from azr_verify.service.sandbox.pool import ZygoteState
 from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, Mode, OutcomeKind
 
@@ -253,6 +253,19 @@ def test_addresses_of_preloaded_objects_differ_between_runs(shared: Engine, name
     layout shift; docs/design.md §9.4 claims default reprs and ids differ between runs)."""
     run_between_neighbours(shared, [attack(name, program, expect(Verdict.NONDETERMINISTIC),
                                            determinism_runs=3)], policy=AZR)
+
+
+# -- F. the report path's own exception is charged to the program ------------------------------
+
+
+def test_a_long_int_within_the_output_limit_is_its_value(shared: Engine) -> None:
+    """Broken today on both backends under policy `azr` (runner.py `make_child_main.outcome`:
+    `_repr(value)` hits CPython's 4300-digit int-to-str limit inside the `try` that reports
+    what the program raised): f returns a 5001-digit int, well within the 10000-character
+    output limit, raises nothing, and is reported as runtime_error ValueError."""
+    run_between_neighbours(shared, [attack(
+        "long_int", "def f(x):\n    return 10 ** 5000\n",
+        expect(Verdict.ACCEPTED, "1" + "0" * 5000))], policy=AZR)
 
 
 # -- held: attacks of new classes that the sandbox withstood ------------------------------------
