@@ -290,8 +290,12 @@ def test_slow_items_before_a_large_one_do_not_kill_the_zygote(solo: Engine) -> N
     attackers = [attack(f"sleeper-{n}", SLEEPER, expect(Verdict.ACCEPTED, "1"))
                  for n in range(12)]
     attackers.append(attack("padded", PADDED, expect(Verdict.ACCEPTED, "8000000")))
-    with zygote_kept_busy(solo):
-        run_between_neighbours(solo, attackers)
+    # The same zygote, through an engine that lets an 8 MB program past the trusted side's
+    # default program-size cap (32 KB).
+    roomy = Engine(solo.settings.model_copy(update={"max_program_chars": 10_000_000}),
+                   solo.pool)
+    with zygote_kept_busy(roomy):
+        run_between_neighbours(roomy, attackers)
 
 
 # -- H. the report's text checks turn true outcomes into malformed reports ----------------------

@@ -72,6 +72,9 @@ def test_every_named_syscall_has_the_kernels_number() -> None:
     assert numbers["clone"] == runner.X86_64_CLONE
     assert numbers["prlimit64"] == runner.X86_64_PRLIMIT64
     assert numbers["fcntl"] == runner.X86_64_FCNTL
+    assert numbers["madvise"] == runner.X86_64_MADVISE
+    recent = {name: numbers[name] for name in runner.X86_64_DENIED_RECENT if name in numbers}
+    assert recent == {name: runner.X86_64_DENIED_RECENT[name] for name in recent}
     assert {numbers["clone3"], numbers["openat2"]} == set(runner.X86_64_ENOSYS)
 
 
@@ -113,6 +116,15 @@ def test_fcntl_commands() -> None:
         assert run_filter(runner.X86_64_FCNTL, (3, command)) == DENY, name
     for command in (1, 2, 3, 4, 1031, 1032):  # F_GETFD F_SETFD F_GETFL F_SETFL F_(G|S)ETPIPE_SZ
         assert run_filter(runner.X86_64_FCNTL, (3, command)) == ALLOW, command
+
+
+def test_madvise_advice_and_recent_syscalls() -> None:
+    for name, advice in runner.DENIED_MADVISE_ADVICE.items():
+        assert run_filter(runner.X86_64_MADVISE, (0, 4096, advice)) == DENY, name
+    for advice in (0, 4, 8, 14, 15):  # NORMAL DONTNEED FREE HUGEPAGE NOHUGEPAGE: malloc's
+        assert run_filter(runner.X86_64_MADVISE, (0, 4096, advice)) == ALLOW, advice
+    for name, number in runner.X86_64_DENIED_RECENT.items():
+        assert run_filter(number) == DENY, name
 
 
 def test_other_abis_are_refused() -> None:

@@ -69,14 +69,20 @@ LABEL_RUNNER = "azr-verify.runner-sha256"
 # Docker's default /dev has the random devices; /dev/null bound over them makes every read of
 # randomness fail inside the sandbox (the runner's filter refuses getrandom).
 RANDOM_DEVICES = ("/dev/random", "/dev/urandom")
-# Docker's own masked paths, then ours: the runner is PID 1 and reaps every child, so its stat
-# files carry the children's summed CPU time and page faults (what earlier items did);
-# /proc/sys holds a randomness source (kernel/random/uuid); /proc/stat and /proc/loadavg tell
-# what the rest of the host is doing.
+# Docker's own masked paths, then ours: the runner is PID 1 and reaps every child, so its stat,
+# status and sched files carry what earlier items did (their summed CPU time and page faults,
+# its context switches and peak memory); /proc/sys holds a randomness source
+# (kernel/random/uuid); the host-wide files tell what the rest of the host is doing (and
+# /proc/uptime is a clock).
 MASKED_PATHS = (
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-    "/proc/1/stat", "/proc/1/task/1/stat", "/proc/sys", "/proc/stat", "/proc/loadavg",
+    *(f"/proc/1/{name}" for name in ("stat", "status", "sched", "schedstat", "statm",
+                                     "mountinfo", "mounts", "wchan")),
+    *(f"/proc/1/task/1/{name}" for name in ("stat", "status", "sched", "schedstat", "statm")),
+    "/proc/sys", "/proc/stat", "/proc/loadavg", "/proc/pressure", "/proc/vmstat",
+    "/proc/meminfo", "/proc/interrupts", "/proc/softirqs", "/proc/uptime", "/proc/diskstats",
+    "/proc/schedstat", "/proc/zoneinfo", "/proc/buddyinfo", "/proc/pagetypeinfo",
 )
 
 # Docker's multiplexed attach stream (no TTY): 1 byte stream id, 3 zero bytes, 4 bytes length.

@@ -103,12 +103,15 @@ def draw_secrets(seed_groups: int) -> list[ZygoteSecrets]:
         seed = 1 + secrets.randbelow(2**32 - 1)
         if seed not in seeds:
             seeds.append(seed)
-    # Per aligned kind, a secret shuffle of its pool positions: group g gets the g-th, so that
-    # no two groups share one (while there are no more groups than positions), and a zygote
+    # Per aligned kind, a secret shuffle of its pool positions, spread as far apart as the groups
+    # allow (a stray allocation in one run cannot then close the gap): group g gets the g-th,
+    # no two groups share one while there are no more groups than positions, and a zygote
     # learns only its own.
-    shuffles = [secrets.SystemRandom().sample(range(modulus), modulus)
-                for modulus in (runner.align_modulus(block)
-                                for _, _, block, _ in runner.ALIGNED_KINDS)]
+    shuffles = []
+    for _, _, block, _ in runner.ALIGNED_KINDS:
+        modulus = runner.align_modulus(block)
+        positions = list(range(0, modulus, max(1, modulus // seed_groups)))
+        shuffles.append(secrets.SystemRandom().sample(positions, len(positions)))
     return [ZygoteSecrets(hash_seed=seed,
                           layout=",".join(str(shuffle[group % len(shuffle)])
                                           for shuffle in shuffles))

@@ -27,21 +27,141 @@ the short version:
 Keep this file free of imports from the service package: it is copied into the Docker image.
 """
 
-import _signal as _signal_module
-import contextlib
-import errno
-import gc
-import itertools
-import json
-import os
-import resource
-import select
-import signal
-import struct
-import sys
-import time
-from collections.abc import Callable
-from typing import Any, NoReturn
+from __future__ import annotations
+
+import posix
+
+# --- where small objects go (runs first: see the end of this block) ----------------------------
+# Only builtins here, so that the zygote can lay out its heap before it imports anything else.
+
+POOL_BYTES = 4096  # CPython 3.11's pymalloc pool
+POOL_HEADER_BYTES = 48
+GC_HEADER_BYTES = 16
+ALIGN_ATTEMPTS = 300  # per kind
+ALIGN_RUN = 3  # consecutive blocks in a row that show the pool is being carved in order
+# Small objects that come straight from pymalloc's size classes (no free list of their own in
+# front), each with a maker, its block size and the offset of the object in its block. Floats,
+# lists, dicts and small tuples are recycled through CPython's per-type free lists, whose order
+# the child cannot see: their addresses are not aligned (docs/design.md §9.4).
+ALIGNED_KINDS: tuple[tuple[Callable[..., Any], tuple[Any, ...], int, int], ...] = (
+    (object, (), 16, 0), (int, ("1000001",), 32, 0),
+    # bytes objects fill the size classes of small containers and instances (48-128), functions
+    # and lambdas (160), and two larger classes (208, 272).
+    *((bytes, (size - 33,), size, 0) for size in (48, 64, 80, 96, 112, 128, 160, 208, 272)),
+)
+
+
+def align_modulus(block: int) -> int:
+    """How many pool positions of a size class the layout tells apart (16, fewer where a pool
+    holds fewer blocks, keeping one free after the aligned one)."""
+    return min(16, (POOL_BYTES - POOL_HEADER_BYTES) // block - 1)
+
+
+def layout_targets(layout: str | None) -> tuple[int, ...]:
+    """Per kind of `ALIGNED_KINDS`, the pool position (mod its `align_modulus`) at which a child
+    leaves it; the host draws them ("t0,t1,..."), different between seed groups and secret."""
+    if not layout:
+        return ()
+    targets = tuple(int(part) for part in layout.split(","))
+    if len(targets) != len(ALIGNED_KINDS):
+        raise ValueError("the layout names a target for each aligned kind")
+    return targets
+
+
+def make_aligner(targets: tuple[int, ...]) -> Callable[[list[Any], int], int]:
+    """A function that leaves each kind of `ALIGNED_KINDS` so that its next object lands at a
+    pool position that depends on the zygote's seed group (`targets`), whatever the heap held
+    before. The zygote runs it before it imports anything, a child before the program's module
+    code and again before the call.
+
+    For each kind it makes objects, keeping them in the list it is given (sized once: a
+    growing list would free and reuse small blocks), until ALIGN_RUN in a row came from
+    consecutive blocks (the pool's freed blocks are spent and it is being carved in order) and
+    the last one sits at the target position (mod `align_modulus`) with room after it; the next
+    object of that kind lands one block further. Targets of different seed groups differ, so
+    `id(object()) % 4096` and the like differ between determinism runs (docs/design.md §9.4).
+    Bounded: at most ALIGN_ATTEMPTS objects per kind. It uses only names bound here, before any
+    program runs.
+    """
+    kinds = ALIGNED_KINDS[:len(targets)]
+    attempts, pool_bytes, pool_header, align_run = (ALIGN_ATTEMPTS, POOL_BYTES,
+                                                    POOL_HEADER_BYTES, ALIGN_RUN)
+    moduli = tuple(align_modulus(block) for _, _, block, _ in kinds)
+    _zip, _range, _id = zip, range, id
+
+    def align(held: list[Any], slot: int = 0) -> int:
+        """Aligns every kind, keeping its objects in `held` from `slot` on; returns the next
+        free slot (it stops early when `held` is full)."""
+        end = len(held)
+        for (maker, maker_args, block, offset), target, modulus in _zip(kinds, targets, moduli):
+            capacity = (pool_bytes - pool_header) // block
+            previous, run = -1, 0
+            for _ in _range(attempts):
+                if slot == end:
+                    return slot
+                made = maker(*maker_args)
+                held[slot] = made
+                slot += 1
+                address = _id(made) - offset
+                run = run + 1 if address == previous + block else 0
+                position = (address % pool_bytes - pool_header) // block
+                if run >= align_run and position % modulus == target and position + 1 < capacity:
+                    break
+                previous = address
+        return slot
+
+    return align
+
+
+# What the zygote imports (this module's dependencies, then the modules preloaded for
+# programs), each after a fresh alignment: every import allocates a great deal, and one
+# alignment at the start would be washed out by the first few.
+EARLY_IMPORTS = (
+    "_signal", "contextlib", "errno", "gc", "itertools", "json", "os", "resource", "select",
+    "signal", "struct", "sys", "time", "collections.abc", "typing",
+    "bisect", "collections", "functools", "heapq", "math", "operator", "re", "string",
+)
+START_HELD_SLOTS = 40_000
+
+
+def _align_at_start() -> list[object]:
+    """Lays out the zygote's heap for its seed group before each module it imports, so that the
+    addresses of their objects (`id(re.compile)`, `repr(math.pi)`'s object...) differ between
+    groups too; also moves glibc's heap top for the large ones (type objects)."""
+    targets = layout_targets(posix.environ.get(b"AZR_LAYOUT", b"").decode() or None)
+    if not targets:
+        return []
+    align = make_aligner(targets)
+    held: list[object] = [None] * START_HELD_SLOTS
+    kept: list[object] = [held, bytearray(16 + 784 * targets[0] + 4096 * targets[-1])]
+    slot = 0
+    for name in EARLY_IMPORTS:
+        slot = align(held, slot)
+        try:
+            __import__(name)
+        except ImportError:
+            continue
+    align(held, slot)
+    return kept
+
+
+_HELD_AT_START = _align_at_start() if __name__ == "__main__" else []
+
+import _signal as _signal_module  # noqa: E402 - after the early layout (above)
+import contextlib  # noqa: E402
+import errno  # noqa: E402
+import gc  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import struct  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
 
 RUNNER_PROTOCOL = 3
 
@@ -198,12 +318,22 @@ X86_64_DENIED = {
     "mq_notify": 244, "mq_getsetattr": 245, "memfd_create": 319, "memfd_secret": 447,
     # randomness: a program must not see the real world's entropy (determinism, docs §9.4)
     "getrandom": 318,
+    # the host's page cache is shared by every sandbox (the stdlib's files are the host's):
+    # evicting or probing a page is a channel between items
+    "fadvise64": 221, "readahead": 187, "mincore": 27, "preadv2": 327, "pwritev2": 328,
 }
+# Denied too, newer than some systems' headers (kept apart so the numbers test can tell).
+X86_64_DENIED_RECENT = {"cachestat": 451}
 X86_64_OPEN = 2  # open(path, flags, mode): flags are args[1]
 X86_64_OPENAT = 257  # openat(dirfd, path, flags, mode): flags are args[2]
 X86_64_CLONE = 56  # clone(flags, ...): flags are args[0]
 X86_64_PRLIMIT64 = 302  # prlimit64(pid, ...): only pid 0 (oneself) is allowed
 X86_64_FCNTL = 72  # fcntl(fd, cmd, ...): cmd is args[1]
+X86_64_MADVISE = 28  # madvise(addr, length, advice): advice is args[2]
+# madvise advice refused: reading ahead, evicting or populating file pages (the page cache
+# channel again), and punching holes in shared mappings.
+DENIED_MADVISE_ADVICE = {"MADV_WILLNEED": 3, "MADV_REMOVE": 9, "MADV_COLD": 20,
+                         "MADV_PAGEOUT": 21, "MADV_POPULATE_READ": 22, "MADV_POPULATE_WRITE": 23}
 # fcntl commands refused: record locks (seen by other sandboxes on shared inodes), and signal
 # ownership, leases and directory notifications (the kernel would signal on a child's behalf).
 DENIED_FCNTL_COMMANDS = {
@@ -246,7 +376,7 @@ def build_seccomp_filter() -> bytes:
         _bpf(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
         _bpf(BPF_RET_K, 0, 0, deny),
     ]
-    for number in sorted(X86_64_DENIED.values()):
+    for number in sorted({*X86_64_DENIED.values(), *X86_64_DENIED_RECENT.values()}):
         insns += [_bpf(BPF_JEQ_K, 0, 1, number), _bpf(BPF_RET_K, 0, 0, deny)]
     for number in X86_64_ENOSYS:
         insns += [_bpf(BPF_JEQ_K, 0, 1, number),
@@ -263,13 +393,16 @@ def build_seccomp_filter() -> bytes:
             _bpf(BPF_RET_K, 0, 0, deny),
             _bpf(BPF_RET_K, 0, 0, allow),
         ]
-    # fcntl: refuse the denied commands, allow every other.
-    commands = sorted(DENIED_FCNTL_COMMANDS.values())
-    insns += [_bpf(BPF_JEQ_K, 0, 2 + 2 * len(commands), X86_64_FCNTL),
-              _bpf(BPF_LD_W_ABS, 0, 0, _seccomp_data_arg_low(1))]
-    for command in commands:
-        insns += [_bpf(BPF_JEQ_K, 0, 1, command), _bpf(BPF_RET_K, 0, 0, deny)]
-    insns.append(_bpf(BPF_RET_K, 0, 0, allow))
+    # fcntl and madvise: refuse the denied commands and advice, allow every other.
+    for number, argument, values in (
+            (X86_64_FCNTL, 1, DENIED_FCNTL_COMMANDS.values()),
+            (X86_64_MADVISE, 2, DENIED_MADVISE_ADVICE.values())):
+        refused = sorted(values)
+        insns += [_bpf(BPF_JEQ_K, 0, 2 + 2 * len(refused), number),
+                  _bpf(BPF_LD_W_ABS, 0, 0, _seccomp_data_arg_low(argument))]
+        for value in refused:
+            insns += [_bpf(BPF_JEQ_K, 0, 1, value), _bpf(BPF_RET_K, 0, 0, deny)]
+        insns.append(_bpf(BPF_RET_K, 0, 0, allow))
     # prlimit64(pid, ...) only on oneself: both words of pid must be zero.
     insns += [
         _bpf(BPF_JEQ_K, 0, 6, X86_64_PRLIMIT64),
@@ -392,42 +525,9 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
         "inf": float("inf"), "nan": float("nan"),
         "infj": complex(0, float("inf")), "nanj": complex(0, float("nan")),
     }
-    # Where the program's first small objects go: see align_allocators.
-    align_kinds = ALIGNED_KINDS[:len(shift)]
-    attempts, pool_bytes, pool_header = ALIGN_ATTEMPTS, POOL_BYTES, POOL_HEADER_BYTES
-    align_run = ALIGN_RUN
-    _align_modulus = align_modulus
-    held_slots = len(align_kinds) * attempts
-    _zip, _range = zip, range
-
-    def align_allocators(held: list[Any]) -> None:
-        """Leaves each kind's allocator so that its next object lands at a pool position that
-        depends on the zygote's layout index (`shift`), whatever the child's heap held before.
-
-        For each kind it makes objects, keeping them in `held`, until ALIGN_RUN in a row came
-        from consecutive blocks (the pool's freed blocks are spent and it is being carved in
-        order) and the last one sits at a position congruent to the target mod 16 with room
-        after it; the
-        next object of that kind then lands one block further. Targets of different seed groups
-        differ, so `id(object()) % 4096` and the like differ between determinism runs
-        (docs/design.md §9.4). Bounded: at most ALIGN_ATTEMPTS objects per kind. Like
-        everything here it uses only names bound before the program ran.
-        """
-        slot = 0
-        for (maker, maker_args, block, offset), target in _zip(align_kinds, shift):
-            capacity = (pool_bytes - pool_header) // block
-            modulus = _align_modulus(block)
-            previous, run = -1, 0
-            for _ in _range(attempts):
-                made = maker(*maker_args)
-                held[slot] = made
-                slot += 1
-                address = _id(made) - offset
-                run = run + 1 if address == previous + block else 0
-                position = (address % pool_bytes - pool_header) // block
-                if run >= align_run and position % modulus == target and position + 1 < capacity:
-                    break
-                previous = address
+    # Where the program's objects go (see make_aligner); held in lists sized once.
+    align_allocators = make_aligner(shift)
+    held_slots = len(shift) * ALIGN_ATTEMPTS
 
     # Plain loops, not any(): a builtin looked up at call time is one the program can rebind.
     def is_scalar(kind: type) -> bool:
@@ -522,14 +622,16 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
             # before the call (what f makes). Held in lists sized once: a growing list would
             # free and reuse small blocks.
             held_by_module: list[Any] = [None] * held_slots
-            align_allocators(held_by_module)
+            align_allocators(held_by_module, 0)
             _exec(code, namespace)
             function = namespace.get(entry)
             if not _callable(function):
                 return b"X", cap
             held: list[Any] = [None] * held_slots
-            align_allocators(held)
-            value = function(*args, **kwargs)
+            align_allocators(held, 0)
+            # No **{} when there are no keywords: its copy would be one more small allocation
+            # between the alignment and the program's first.
+            value = function(*args, **kwargs) if kwargs else function(*args)
             del held
             # From here on no code of the program runs: no collection (finalizers), no
             # methods of its objects.
@@ -576,8 +678,10 @@ def make_child_main(shift: tuple[int, ...] = ()) -> ChildMain:
             code = exit_request.code
             if code is None:
                 status = 0
-            elif _type(code) is int:
-                status = int(code) & 0xFF
+            elif _type(code) is int or _type(code) is bool:
+                # As the interpreter does: a C long, -1 when it does not fit, then 8 bits.
+                value = int(code)
+                status = (value if -(1 << 63) <= value < (1 << 63) else -1) & 0xFF
             else:
                 status = 1
                 with suppress(BaseException):
@@ -809,7 +913,15 @@ class Zygote:
                 hold_read, hold_write, capacity = self.holds[stream]
                 if held[stream] == capacity:
                     self._flush(index, stream, held)
-                count = os.splice(fd, hold_write, min(SPLICE_CHUNK, capacity - held[stream]))
+                try:
+                    # Non-blocking into the holding pipe: its slots (one per pipe buffer moved,
+                    # however small) can run out before its bytes do.
+                    count = os.splice(fd, hold_write,
+                                      min(SPLICE_CHUNK, capacity - held[stream]),
+                                      flags=os.SPLICE_F_NONBLOCK)
+                except BlockingIOError:
+                    self._flush(index, stream, held)
+                    continue
                 if count == 0:
                     poller.unregister(fd)
                     del open_outputs[fd]
@@ -1023,40 +1135,6 @@ def _preload() -> None:
     # The first compile() in a process builds the AST node types (hundreds of objects); done
     # here, every child inherits them instead of building them itself.
     compile("def f(x):\n    return [x for _ in (1,)]\n", "<warm-up>", "exec")
-
-
-POOL_BYTES = 4096  # CPython 3.11's pymalloc pool
-POOL_HEADER_BYTES = 48
-GC_HEADER_BYTES = 16
-ALIGN_ATTEMPTS = 300  # per kind
-ALIGN_RUN = 3  # consecutive blocks in a row that show the pool is being carved in order
-# Small objects that come straight from pymalloc's size classes (no free list of their own in
-# front), each with a maker, its block size and the offset of the object in its block. Floats,
-# lists, dicts and small tuples are recycled through CPython's per-type free lists, whose order
-# the child cannot see: their addresses are not aligned (docs/design.md §9.4).
-ALIGNED_KINDS: tuple[tuple[Callable[..., Any], tuple[Any, ...], int, int], ...] = (
-    (object, (), 16, 0),
-    # bytes objects fill the size classes of small containers and instances (48-128), functions
-    # and lambdas (160), and two larger classes (208, 272).
-    *((bytes, (size - 33,), size, 0) for size in (48, 64, 80, 96, 112, 128, 160, 208, 272)),
-)
-
-
-def align_modulus(block: int) -> int:
-    """How many pool positions of a size class the layout tells apart (16, fewer where a pool
-    holds fewer blocks, keeping one free after the aligned one)."""
-    return min(16, (POOL_BYTES - POOL_HEADER_BYTES) // block - 1)
-
-
-def layout_targets(layout: str | None) -> tuple[int, ...]:
-    """Per kind of `ALIGNED_KINDS`, the pool position (mod its `align_modulus`) at which a child
-    leaves it; the host draws them ("t0,t1,..."), different between seed groups and secret."""
-    if not layout:
-        return ()
-    targets = tuple(int(part) for part in layout.split(","))
-    if len(targets) != len(ALIGNED_KINDS):
-        raise ValueError("the layout names a target for each aligned kind")
-    return targets
 
 
 def _shift_malloc(targets: tuple[int, ...]) -> bytearray | None:
