@@ -60,25 +60,33 @@ def decode(request: ExecRequest, observation: Observation,
                        error=outcome.error, duration_ms=duration_ms)
 
 
-def _decide_script(request: ExecRequest, observation: Observation,
-                   stderr: bytes) -> ExecOutcome:
-    """A script's outcome: what it wrote is data and its exit status is its own; limits come
-    from observations, as for calls."""
+def _zygote_verdict(request: ExecRequest, observation: Observation,
+                    over_cap: bool) -> ExecOutcome | None:
+    """What the zygote's own observation decides before anything the child wrote is read: a
+    lost request, the deadline, too many bytes, or a death by signal or an odd wait status."""
     if observation.ending is Ending.LOST:
         return ExecOutcome.sandbox_failure("the sandbox lost the request before it ran")
     if observation.ending is Ending.DEADLINE:
         return ExecOutcome(OutcomeKind.TIMEOUT,
                            error=f"exceeded the {request.timeout_s:.3g}s wall-clock limit")
-    if observation.ending is Ending.OVERFLOW:
-        return ExecOutcome(OutcomeKind.OUTPUT_LIMIT,
-                           error=f"wrote more than {request.output_limit} bytes to stdout or "
-                                 "stderr")
+    if observation.ending is Ending.OVERFLOW or over_cap:
+        return _output_limit(request)
     status = observation.wait_status
     if os.WIFSIGNALED(status):
         return _killed(request, observation, os.WTERMSIG(status))
     if not os.WIFEXITED(status):
         return _crash(NO_RESULT, f"the child ended with wait status {status}")
-    code = os.WEXITSTATUS(status)
+    return None
+
+
+def _decide_script(request: ExecRequest, observation: Observation,
+                   stderr: bytes) -> ExecOutcome:
+    """A script's outcome: what it wrote is data and its exit status is its own; limits come
+    from observations, as for calls."""
+    observed = _zygote_verdict(request, observation, over_cap=False)
+    if observed is not None:
+        return observed
+    code = os.WEXITSTATUS(observation.wait_status)
     # The interpreter's last words on an uncaught MemoryError, backed by the kernel's figure.
     last_line = stderr.rstrip().rpartition(b"\n")[2]
     if code == 1 and last_line.startswith(b"MemoryError") \
@@ -89,19 +97,11 @@ def _decide_script(request: ExecRequest, observation: Observation,
 
 
 def _decide(request: ExecRequest, observation: Observation, report: bytes) -> ExecOutcome:
-    if observation.ending is Ending.LOST:
-        return ExecOutcome.sandbox_failure("the sandbox lost the request before it ran")
-    if observation.ending is Ending.DEADLINE:
-        return ExecOutcome(OutcomeKind.TIMEOUT,
-                           error=f"exceeded the {request.timeout_s:.3g}s wall-clock limit")
-    if observation.ending is Ending.OVERFLOW or len(report) > request.report_cap:
-        return _output_limit(request)
-    status = observation.wait_status
-    if os.WIFSIGNALED(status):
-        return _killed(request, observation, os.WTERMSIG(status))
-    if not os.WIFEXITED(status):
-        return _crash(NO_RESULT, f"the child ended with wait status {status}")
-    code = os.WEXITSTATUS(status)
+    observed = _zygote_verdict(request, observation,
+                               over_cap=len(report) > request.report_cap)
+    if observed is not None:
+        return observed
+    code = os.WEXITSTATUS(observation.wait_status)
     if code != runner.CHILD_EXIT_OK or not report:
         return _crash(NO_RESULT, f"the child exited with status {code} without a result")
     return _decode_report(request, observation, report)
@@ -182,6 +182,10 @@ def _memory_exhausted(request: ExecRequest, observation: Observation) -> bool:
 
 
 def _output_limit(request: ExecRequest) -> ExecOutcome:
+    if request.mode is Mode.SCRIPT:
+        return ExecOutcome(OutcomeKind.OUTPUT_LIMIT,
+                           error=f"wrote more than {request.output_limit} bytes to stdout or "
+                                 "stderr")
     return ExecOutcome(OutcomeKind.OUTPUT_LIMIT,
                        error=f"the repr is over the limit of {request.output_limit} characters")
 
