@@ -198,7 +198,8 @@ SMALL_WRITES_HANG = pytest.mark.xfail(
 @SMALL_WRITES_HANG
 def test_small_write_floods(shared: Engine) -> None:
     attackers = [
-        attack("lines_on_stderr", "import sys\nwhile True:\n    print('e' * 100, file=sys.stderr)\n",
+        attack("lines_on_stderr",
+               "import sys\nwhile True:\n    print('e' * 100, file=sys.stderr)\n",
                Expect(Verdict.OUTPUT_LIMIT), timeout_s=1.0),
         attack("byte_at_a_time", "import os\nwhile True:\n    os.write(1, b'z')\n",
                Expect(Verdict.OUTPUT_LIMIT), timeout_s=1.0),
