@@ -20,7 +20,6 @@ import importlib.util
 import json
 import sys
 import threading
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -241,6 +240,7 @@ def test_verl_scores_code_against_our_run_code(client_service: ServeProcess,
     assert [m["status"] for m in metadata] == ["success", "wrong_answer", "success"]
     crash, metadata = score("a, b = map(int, input().split())\n"
                             "print(a + b if b != 2 else 1 // 0)")
+    assert crash == pytest.approx(2 / 3)
     assert [m["status"] for m in metadata] == ["runtime_error", "success", "success"]
     assert metadata[0]["exit_code"] == 1 and "ZeroDivisionError" in metadata[0]["stderr"]
     slow, metadata = score("while True:\n    pass")
