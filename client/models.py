@@ -258,6 +258,8 @@ class AuditRecord(BaseModel):
     api_key_name: str | None = None
     item_id: str | int | None = None
     meta: dict[str, Any] | None = None
+    kind: str | None = Field(default=None, description="Absent for a triple; `testcase` or "
+                             "`run_code` for programs run as scripts.")
 
 
 class ServiceInfo(BaseModel):
