@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SANDBOX_IMAGE ?= azr-verify-sandbox:latest
 SERVICE_IMAGE ?= azr-verify:latest
+VERL_SPEC ?= verl==0.9.1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help setup system-deps venv run test lint typecheck bench sandbox-image service-image dockerd clean
@@ -37,6 +38,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==2.13.0" || $(PIP) install -q torch
 	$(PIP) install -q -e '.[service,trainer,dev]'
+	# veRL's released code, for the tests that run its sandbox reward against our /run_code:
+	# without its dependencies (ray, a pinned transformers...) and outside site-packages, so
+	# nothing imports it by accident; tests load its reward_score/sandbox_fusion by path.
+	$(PIP) install -q --no-deps --target $(VENV)/verl-nodeps "$(VERL_SPEC)"
 	touch $@
 
 venv: $(VENV)/.installed ## create the virtual environment and install the project

@@ -6,6 +6,9 @@
         [result] = client.check([{"program": "def f(a): return a", "input": "1"}])
         assert result.verdict is Verdict.ACCEPTED and result.output == "1"
 
+`client.check_testcases(...)` / `client.judge(program, [(stdin, expected), ...])` judge
+whole programs on stdin/stdout test cases (docs/design.md §10).
+
 `Client()` without arguments reads `AZR_VERIFY_URL` and `AZR_VERIFY_API_KEY`. `AsyncClient`
 has the same methods as coroutines. Large batches are split into chunks and reassembled in
 order; 429/503/connection failures are retried with backoff (honouring Retry-After). Every
@@ -51,14 +54,20 @@ from .errors import (
 )
 from .models import (
     AppliedLimits,
+    AppliedScriptLimits,
     AuditPage,
     AuditRecord,
+    CaseResult,
     CheckItem,
     CheckResult,
+    CompareMode,
     JobProgress,
     JobState,
     JobStatus,
     ServiceInfo,
+    TestCase,
+    TestcaseItem,
+    TestcaseResult,
     Verdict,
     Violation,
 )
@@ -69,17 +78,20 @@ __all__ = [
     "AnswerSlot",
     "AnswerState",
     "AppliedLimits",
+    "AppliedScriptLimits",
     "AsyncClient",
     "AuditPage",
     "AuditRecord",
     "AuthError",
     "AzrClientError",
     "BadRequestError",
+    "CaseResult",
     "CheckBatch",
     "CheckItem",
     "CheckResult",
     "Client",
     "ClientConfig",
+    "CompareMode",
     "IOPair",
     "IOPairLike",
     "InvalidArgumentError",
@@ -103,6 +115,9 @@ __all__ = [
     "ServiceInfo",
     "ServiceUnavailableError",
     "TaskType",
+    "TestCase",
+    "TestcaseItem",
+    "TestcaseResult",
     "TransportError",
     "Verdict",
     "Violation",

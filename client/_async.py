@@ -11,12 +11,32 @@ from typing import Any, TypeVar
 import httpx
 
 from . import _azr_flows
-from ._core import ApiRequest, ApiResponse, Concurrent, Core, Flow, ItemLike, Sleep
+from ._core import (
+    ApiRequest,
+    ApiResponse,
+    CaseLike,
+    Concurrent,
+    Core,
+    Flow,
+    ItemLike,
+    Sleep,
+    TestcaseItemLike,
+    testcase_item,
+)
 from ._transport import base_url_of, timeout_of, url_of, wrap_httpx_error
 from .azr import IOPairLike, ProposalOutcome
 from .config import ClientConfig
 from .errors import AzrClientError
-from .models import AuditPage, AuditRecord, CheckResult, JobStatus, ServiceInfo, Verdict
+from .models import (
+    AuditPage,
+    AuditRecord,
+    CheckResult,
+    CompareMode,
+    JobStatus,
+    ServiceInfo,
+    TestcaseResult,
+    Verdict,
+)
 
 T = TypeVar("T")
 
@@ -112,6 +132,21 @@ class AsyncClient:
                     ) -> list[CheckResult]:
         """Check triples; results come back in order whatever the batch size."""
         return await self._drive(self._core.check(items, policy))
+
+    async def check_testcases(self, items: Iterable[TestcaseItemLike],
+                              policy: str | None = None) -> list[TestcaseResult]:
+        """Judge programs on stdin/stdout test cases; results come back in order. `policy`:
+        the service's default (permissive) unless given."""
+        return await self._drive(self._core.check_testcases(items, policy))
+
+    async def judge(self, program: str, cases: Sequence[CaseLike], *,
+                    compare: CompareMode | str = CompareMode.LINES,
+                    timeout_s: float | None = None, memory_mb: int | None = None,
+                    policy: str | None = None) -> TestcaseResult:
+        """One program on its test cases: pairs (stdin, expected stdout) or mappings."""
+        item = testcase_item(program, cases, compare, timeout_s, memory_mb)
+        [result] = await self._drive(self._core.check_testcases([item], policy))
+        return result
 
     async def submit(self, items: Iterable[ItemLike], policy: str | None = None) -> str:
         """Queue a job (one request, not chunked); returns its id."""

@@ -21,10 +21,10 @@ import json
 import math
 import random
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -52,11 +52,16 @@ from .models import (
     CheckItem,
     CheckResponse,
     CheckResult,
+    CompareMode,
     ErrorEnvelope,
     JobState,
     JobStatus,
     ServiceInfo,
     SubmitResponse,
+    TestCase,
+    TestcaseItem,
+    TestcaseResponse,
+    TestcaseResult,
     Verdict,
 )
 
@@ -98,6 +103,7 @@ class Concurrent:
 Effect = ApiRequest | Sleep | Concurrent
 Flow = Generator[Effect, Any, T]
 ItemLike = CheckItem | Mapping[str, Any]
+TestcaseItemLike = TestcaseItem | Mapping[str, Any]
 
 
 class Core:
@@ -167,44 +173,58 @@ class Core:
               ) -> Flow[list[CheckResult]]:
         batch = coerce_items(items)
         policy = policy or self.config.policy
-        results = yield from self._check_chunked(batch, policy)
+        return (yield from self._batch(_TRIPLES, batch, policy))
+
+    def check_testcases(self, items: Iterable[TestcaseItemLike], policy: str | None = None
+                        ) -> Flow[list[TestcaseResult]]:
+        """Programs judged on stdin/stdout test cases (`POST /v1/testcases`). The policy
+        defaults to the service's (permissive) for these, never to `config.policy`: azr
+        refuses `input()` and `sys`, which stdin programs need."""
+        batch = coerce_testcase_items(items)
+        return (yield from self._batch(_TESTCASES, batch, policy))
+
+    def _batch(self, route: _Route[I, R], batch: list[I], policy: str | None) -> Flow[list[R]]:
+        results = yield from self._chunked(route, batch, policy)
         for _ in range(self.config.sandbox_error_retries):
             # sandbox_error is the verifier's failure and retryable by contract: re-send
             # only those items, keep everything else.
             failed = [k for k, r in enumerate(results) if r.verdict is Verdict.SANDBOX_ERROR]
             if not failed:
                 break
-            retried = yield from self._check_chunked([batch[k] for k in failed], policy)
+            retried = yield from self._chunked(route, [batch[k] for k in failed], policy)
             for k, result in zip(failed, retried, strict=True):
                 results[k] = result
         return results
 
-    def _check_chunked(self, batch: list[CheckItem], policy: str
-                       ) -> Flow[list[CheckResult]]:
+    def _chunked(self, route: _Route[I, R], batch: list[I], policy: str | None
+                 ) -> Flow[list[R]]:
         if not batch:
             return []
         size = self.config.chunk_size
         chunks = [batch[k:k + size] for k in range(0, len(batch), size)]
         if len(chunks) == 1:
-            return (yield from self._check_chunk(chunks[0], policy))
-        parts: list[list[CheckResult]] = yield Concurrent(
-            [self._check_chunk(chunk, policy) for chunk in chunks])
+            return (yield from self._chunk(route, chunks[0], policy))
+        parts: list[list[R]] = yield Concurrent(
+            [self._chunk(route, chunk, policy) for chunk in chunks])
         return [result for part in parts for result in part]
 
-    def _check_chunk(self, chunk: list[CheckItem], policy: str) -> Flow[list[CheckResult]]:
-        payload = {"items": [dump_item(item) for item in chunk], "policy": policy}
+    def _chunk(self, route: _Route[I, R], chunk: list[I], policy: str | None
+               ) -> Flow[list[R]]:
+        payload: dict[str, Any] = {"items": [dump_item(item) for item in chunk]}
+        if policy is not None:
+            payload["policy"] = policy
         try:
-            resp = yield from self.send(self.request("POST", "/v1/check", payload=payload))
+            resp = yield from self.send(self.request("POST", route.path, payload=payload))
         except PayloadTooLargeError:
             # The server's limits may be lower than our chunk size: halve and go on rather
             # than make the caller guess the limit.
             if len(chunk) == 1:
                 raise
             mid = len(chunk) // 2
-            left = yield from self._check_chunk(chunk[:mid], policy)
-            right = yield from self._check_chunk(chunk[mid:], policy)
+            left = yield from self._chunk(route, chunk[:mid], policy)
+            right = yield from self._chunk(route, chunk[mid:], policy)
             return left + right
-        results = parse(CheckResponse, resp).results
+        results = route.parse(resp)
         if len(results) != len(chunk):
             raise ProtocolError(f"sent {len(chunk)} items, got {len(results)} results",
                                 resp.where)
@@ -307,6 +327,64 @@ def unix_time(name: str, value: datetime | float) -> float:
     return float(value)
 
 
+class _Judged(Protocol):
+    @property
+    def verdict(self) -> Verdict: ...
+
+
+I = TypeVar("I", bound=BaseModel)  # noqa: E741
+R = TypeVar("R", bound=_Judged)
+
+
+@dataclass(frozen=True)
+class _Route(Generic[I, R]):
+    """A batch endpoint: where its items go and how its results are read."""
+
+    path: str
+    parse: Callable[[ApiResponse], list[R]]
+
+
+_TRIPLES: _Route[CheckItem, CheckResult] = _Route(
+    "/v1/check", lambda resp: parse(CheckResponse, resp).results)
+_TESTCASES: _Route[TestcaseItem, TestcaseResult] = _Route(
+    "/v1/testcases", lambda resp: parse(TestcaseResponse, resp).results)
+
+
+CaseLike = TestCase | tuple[str, str | None] | Mapping[str, Any]
+
+
+def testcase_item(program: str, cases: Sequence[CaseLike], compare: CompareMode | str,
+                  timeout_s: float | None, memory_mb: int | None) -> TestcaseItem:
+    """One TestcaseItem from a program and (stdin, expected) pairs or mappings."""
+    built: list[TestCase] = []
+    for case in cases:
+        if isinstance(case, TestCase):
+            built.append(case)
+        elif isinstance(case, Mapping):
+            built.append(TestCase.model_validate(case))
+        else:
+            stdin, expected = case
+            built.append(TestCase(input=stdin, output=expected))
+    try:
+        return TestcaseItem(program=program, cases=built, compare=CompareMode(compare),
+                            timeout_s=timeout_s, memory_mb=memory_mb)
+    except (ValidationError, ValueError) as exc:
+        raise InvalidItemError(f"invalid test-case item: {exc}") from exc
+
+
+def coerce_testcase_items(items: Iterable[TestcaseItemLike]) -> list[TestcaseItem]:
+    out = []
+    for item in items:
+        if isinstance(item, TestcaseItem):
+            out.append(item)
+        else:
+            try:
+                out.append(TestcaseItem.model_validate(item))
+            except ValidationError as exc:
+                raise InvalidItemError(f"item {len(out)}: {exc}") from exc
+    return out
+
+
 def coerce_items(items: Iterable[ItemLike]) -> list[CheckItem]:
     out = []
     for item in items:
@@ -321,7 +399,7 @@ def coerce_items(items: Iterable[ItemLike]) -> list[CheckItem]:
     return out
 
 
-def dump_item(item: CheckItem) -> dict[str, Any]:
+def dump_item(item: BaseModel) -> dict[str, Any]:
     # Unset optional fields are left out so the server's defaults apply.
     return item.model_dump(mode="json", exclude_none=True)
 

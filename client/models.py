@@ -102,6 +102,98 @@ class CheckResult(BaseModel):
         return self.verdict is Verdict.ACCEPTED
 
 
+class CompareMode(StrEnum):
+    """How a test case's stdout is compared with its expected output (docs/design.md §10):
+    `exact` bytes; `lines` (the default): each line without trailing whitespace, trailing
+    empty lines ignored; `tokens`: whitespace-separated tokens. Whitespace is ASCII."""
+
+    EXACT = "exact"
+    LINES = "lines"
+    TOKENS = "tokens"
+
+
+class TestCase(BaseModel):
+    """One run of a program: its stdin, and the stdout it must write (None: just run it)."""
+
+    __test__ = False
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = ""
+    output: str | None = None
+
+
+class TestcaseItem(BaseModel):
+    """A whole program (`python program.py`) and its stdin/stdout test cases."""
+
+    __test__ = False
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | int | None = Field(default=None, description="Echoed back in the result.")
+    program: str
+    cases: list[TestCase] = Field(min_length=1)
+    compare: CompareMode = CompareMode.LINES
+    timeout_s: float | None = Field(default=None, gt=0, description="Per case.")
+    memory_mb: int | None = Field(default=None, ge=16, description="Per case.")
+    meta: dict[str, Any] | None = Field(default=None, description="Opaque client data kept "
+                                        "in the audit log.")
+
+
+class AppliedScriptLimits(BaseModel):
+    """The limits a program's cases ran under."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    timeout_s: float
+    memory_mb: int
+    output_limit_bytes: int
+
+
+class CaseResult(BaseModel):
+    """The verdict on one test case: the start of its stdout, the end of its stderr."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    verdict: Verdict
+    exit_code: int | None = None
+    stdout: str | None = None
+    stdout_bytes: int | None = None
+    stderr: str | None = None
+    error_type: str | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
+    cached: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is Verdict.ACCEPTED
+
+
+class TestcaseResult(BaseModel):
+    """The verdict on a program (accepted when every case is) and on each case."""
+
+    __test__ = False
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | int | None = None
+    verdict: Verdict
+    passed: int = 0
+    total: int = 0
+    cases: list[CaseResult] = Field(default_factory=list)
+    error: str | None = None
+    violations: list[Violation] = Field(default_factory=list)
+    duration_ms: float = 0.0
+    cached: bool = False
+    limits: AppliedScriptLimits | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is Verdict.ACCEPTED
+
+    @property
+    def pass_rate(self) -> float:
+        return self.passed / self.total if self.total else 0.0
+
+
 class JobState(StrEnum):
     """Lifecycle of an asynchronous job."""
 
@@ -166,6 +258,8 @@ class AuditRecord(BaseModel):
     api_key_name: str | None = None
     item_id: str | int | None = None
     meta: dict[str, Any] | None = None
+    kind: str | None = Field(default=None, description="Absent for a triple; `testcase` or "
+                             "`run_code` for programs run as scripts.")
 
 
 class ServiceInfo(BaseModel):
@@ -188,6 +282,13 @@ class CheckResponse(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     results: list[CheckResult]
+
+
+class TestcaseResponse(BaseModel):
+    __test__ = False
+    model_config = ConfigDict(extra="ignore")
+
+    results: list[TestcaseResult]
 
 
 class SubmitResponse(BaseModel):

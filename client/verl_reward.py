@@ -9,9 +9,17 @@ this file only re-exports with absolute imports. Point veRL at it with::
     custom_reward_function.name=compute_score_batch
     # with the default per-sample manager: one request per sample
     custom_reward_function.name=compute_score
+    # stdin/stdout code problems (ground_truth = test cases), batch or per sample
+    custom_reward_function.name=compute_score_testcases_batch
+    custom_reward_function.name=compute_score_testcases
 """
 
 from azr_verify.client.rewards import compute_score
+from azr_verify.client.testcase_rewards import (
+    compute_score_testcases,
+    compute_score_testcases_batch,
+)
 from azr_verify.client.verl_batch import compute_score_batch
 
-__all__ = ["compute_score", "compute_score_batch"]
+__all__ = ["compute_score", "compute_score_batch", "compute_score_testcases",
+           "compute_score_testcases_batch"]

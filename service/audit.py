@@ -39,7 +39,16 @@ from pydantic import BaseModel, Field
 
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import ConfigError, InvalidQueryError
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict, Violation
+from azr_verify.service.models import (
+    CheckItem,
+    CheckResult,
+    PolicyName,
+    RunResult,
+    TestcaseItem,
+    TestcaseResult,
+    Verdict,
+    Violation,
+)
 from azr_verify.service.queue import scripts
 from azr_verify.service.queue.connection import as_text, sync_client, translate_errors
 from azr_verify.service.queue.keys import Keys
@@ -66,6 +75,10 @@ SCAN_LIMIT = 100_000
 # The most matches of a rule or text search the SQLite store reads for one chart.
 CHART_SCAN_LIMIT = 20_000
 _TOKEN = re.compile(r"[^\W_]+")
+# Records of programs run as scripts (docs/design.md §10): their `kind`, and the entry shown.
+SCRIPT_KIND_TESTCASE = "testcase"
+SCRIPT_KIND_RUN_CODE = "run_code"
+SCRIPT_ENTRY = "__main__"
 
 
 class AuditRecord(BaseModel):
@@ -101,6 +114,9 @@ class AuditRecord(BaseModel):
     truncated: list[str] = Field(default_factory=list, description="Fields kept as excerpts "
                                  "or dropped (meta) because they were over the limit; empty "
                                  "when the record is whole.")
+    kind: str | None = Field(default=None, description="What was checked: absent for a triple; "
+                             "`testcase` (a program and its stdin/stdout cases: input and "
+                             "output are those of the case that decided) or `run_code`.")
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", exclude={"id"}), ensure_ascii=True,
@@ -133,6 +149,75 @@ def records_for(items: Sequence[CheckItem], results: Sequence[CheckResult],
     stamp = time.time() if now is None else now
     return [_record(item, result, policy, key_name, stamp, excerpt_chars)
             for item, result in zip(items, results, strict=True) if result.verdict.is_rejection]
+
+
+def testcase_records_for(items: Sequence[TestcaseItem], results: Sequence[TestcaseResult],
+                         policy: PolicyName, key_name: str | None, now: float | None = None,
+                         excerpt_chars: int = DEFAULT_EXCERPT_CHARS) -> list[AuditRecord]:
+    """Audit records for the rejected programs of a test-case batch: the case that decided the
+    program's verdict gives the input (its stdin), the output (its expected stdout) and the
+    error type."""
+    stamp = time.time() if now is None else now
+    records = []
+    for item, result in zip(items, results, strict=True):
+        if not result.verdict.is_rejection:
+            continue
+        deciding = next((number for number, case in enumerate(result.cases)
+                         if case.verdict is result.verdict), 0)
+        case = item.cases[deciding]
+        error_type = result.cases[deciding].error_type if result.cases else None
+        records.append(_script_record(
+            kind=SCRIPT_KIND_TESTCASE, program=item.program, stdin=case.input,
+            expected=case.output, verdict=result.verdict, violations=result.violations,
+            error_type=error_type, error=result.error, policy=policy, key_name=key_name,
+            item_id=item.id, meta=item.meta, stamp=stamp, limit=excerpt_chars))
+    return records
+
+
+def run_code_record(program: str, stdin: str, result: RunResult, policy: PolicyName,
+                    key_name: str | None, now: float | None = None,
+                    excerpt_chars: int = DEFAULT_EXCERPT_CHARS) -> AuditRecord | None:
+    """The audit record of a /run_code run that was rejected (anything but exit status 0)."""
+    if not result.verdict.is_rejection:
+        return None
+    error = result.error
+    if result.stderr:
+        error = f"{error or ''}\nstderr (end): {result.stderr[-excerpt_chars:]}".lstrip()
+    return _script_record(
+        kind=SCRIPT_KIND_RUN_CODE, program=program, stdin=stdin, expected=None,
+        verdict=result.verdict, violations=result.violations, error_type=result.error_type,
+        error=error, policy=policy, key_name=key_name, item_id=None, meta=None,
+        stamp=time.time() if now is None else now, limit=excerpt_chars)
+
+
+def _script_record(*, kind: str, program: str, stdin: str, expected: str | None,
+                   verdict: Verdict, violations: Sequence[Violation], error_type: str | None,
+                   error: str | None, policy: PolicyName, key_name: str | None,
+                   item_id: str | int | None, meta: dict[str, Any] | None, stamp: float,
+                   limit: int) -> AuditRecord:
+    truncated: list[str] = []
+
+    def excerpt(name: str, text: str, chars: int = limit) -> str:
+        if len(text) <= chars:
+            return text
+        truncated.append(name)
+        return text[:chars]
+
+    if isinstance(item_id, str):
+        item_id = excerpt("item_id", item_id, MAX_ITEM_ID_CHARS)
+    if len(violations) > MAX_VIOLATIONS:
+        truncated.append("violations")
+    return AuditRecord(
+        time=stamp, kind=kind, program_hash=text_hash(program), program_chars=len(program),
+        program=excerpt("program", program), input=excerpt("input", stdin),
+        input_hash=text_hash(stdin), input_chars=len(stdin),
+        output=None if expected is None else excerpt("output", expected),
+        output_hash=None if expected is None else text_hash(expected),
+        output_chars=None if expected is None else len(expected),
+        entry=SCRIPT_ENTRY, policy=policy.value, verdict=verdict,
+        violations=list(violations[:MAX_VIOLATIONS]), error_type=error_type,
+        error=None if error is None else excerpt("error", error), api_key_name=key_name,
+        item_id=item_id, meta=_bounded_meta(meta, limit, truncated), truncated=truncated)
 
 
 def _record(item: CheckItem, result: CheckResult, policy: PolicyName, key_name: str | None,

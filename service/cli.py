@@ -233,6 +233,13 @@ def _bench(args: argparse.Namespace) -> int:
         print(run_trusted_bench(_settings(args), feed_mb=args.feed_mb,
                                 report=lambda line: print(line, file=sys.stderr)))
         return 0
+    if args.testcases:
+        from azr_verify.service.api.bench_testcases import run_testcase_bench
+
+        print(run_testcase_bench(_settings(args), programs=args.programs, cases=args.cases,
+                                 baseline_cases=args.baseline_cases,
+                                 report=lambda line: print(line, file=sys.stderr)))
+        return 0
     if args.http:
         from azr_verify.service.api.bench import run_http_bench
 
@@ -392,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "under a stream of large requests")
     bench.add_argument("--feed-mb", type=int, default=1024,
                        help="MiB of distinct requests fed for the RSS figure (--trusted)")
+    bench.add_argument("--testcases", action="store_true",
+                       help="stdin/stdout test cases per second: engine, HTTP /v1/testcases "
+                            "and /run_code against one subprocess.run per case")
+    bench.add_argument("--programs", type=int, default=200,
+                       help="distinct programs (--testcases)")
+    bench.add_argument("--cases", type=int, default=10, help="cases per program (--testcases)")
+    bench.add_argument("--baseline-cases", type=int, default=200,
+                       help="cases the slow baseline runs (--testcases)")
     sandbox_flags(bench)
     bench.set_defaults(handler=_bench)
 

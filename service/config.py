@@ -80,6 +80,21 @@ class Settings(BaseSettings):
     default_determinism_runs: int = Field(2, ge=1, le=16)
     reject_none_output: bool = Field(False, description="Treat a returned None as not_literal.")
 
+    # Programs run as scripts: test cases and /run_code (docs/design.md §10)
+    script_output_limit_bytes: int = Field(MIB, ge=1024, le=64 * MIB,
+                                           description="Most bytes kept of a script's "
+                                           "stdout, and of its stderr; writing more is "
+                                           "output_limit.")
+    max_testcases: int = Field(16_384, ge=1, description="Test cases per /v1/testcases "
+                               "request, over all its items (413 beyond).")
+    testcase_excerpt_chars: int = Field(1000, ge=0, le=100_000, description="Characters of "
+                                        "stdout (its start) and stderr (its end) a test "
+                                        "case's result carries.")
+    run_code_policy: str = Field("permissive", pattern="^(azr|permissive)$",
+                                 description="Static policy of POST /run_code (its clients "
+                                 "cannot choose one). azr refuses input() and sys, which "
+                                 "stdin programs need; the sandbox holds under either.")
+
     # Engine: caches are bounded by the bytes they hold (docs/design.md §9.7)
     result_cache_bytes: int = Field(128 * MIB, ge=0, description="Bytes the in-process "
                                     "result cache may hold (embedded mode and the CLI).")

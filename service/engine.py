@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +19,16 @@ from azr_verify.service import __version__
 from azr_verify.service.cache import UNCACHEABLE, CachedRun, MemoryCache, ResultCache, cache_key
 from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.memo import LiteralParses, ProgramChecks
-from azr_verify.service.models import CheckItem, CheckResult, Limits, PolicyName, Verdict
+from azr_verify.service.models import (
+    CheckItem,
+    CheckResult,
+    Limits,
+    PolicyName,
+    RunResult,
+    TestcaseItem,
+    TestcaseResult,
+    Verdict,
+)
 from azr_verify.service.sandbox.outcome import MALFORMED
 from azr_verify.service.sandbox.pool import ZygotePool
 from azr_verify.service.sandbox.protocol import (
@@ -29,6 +38,7 @@ from azr_verify.service.sandbox.protocol import (
     OutcomeKind,
     ZygoteLauncher,
 )
+from azr_verify.service.testcases import ScriptRunner
 from azr_verify.service.verify.equality import values_equal
 from azr_verify.service.verify.literals import LiteralError, parse_call_arguments
 from azr_verify.service.verify.policy import ProgramCheck
@@ -104,6 +114,9 @@ class Engine:
         # memos keyed by content hash (service/memo.py); programs are also size-capped there.
         self._check_program = ProgramChecks.from_settings(settings)
         self._parse_literal = LiteralParses.from_settings(settings)
+        # Whole programs run as scripts (test cases, /run_code) on the same pool, cache and
+        # counters: service/testcases.py, docs/design.md §10.
+        self.scripts = ScriptRunner(self)
 
     @classmethod
     def start(cls, settings: Settings, cache: ResultCache | None = None) -> Engine:
@@ -300,6 +313,34 @@ class Engine:
         if outcome.kind is OutcomeKind.VALUE:
             return self._parse_literal(outcome.repr or ""), None
         return outcome.kind, outcome.error_type
+
+    # -- scripts: stdin/stdout test cases and single runs (docs/design.md §10) -------------
+
+    def check_testcases(self, items: Sequence[TestcaseItem],
+                        policy: PolicyName = PolicyName.PERMISSIVE,
+                        on_progress: ProgressCallback | None = None) -> list[TestcaseResult]:
+        """One result per program, with one per test case, in order."""
+        return self.scripts.check(items, policy, on_progress)
+
+    def run_script(self, program: str, stdin: str, timeout_s: float | None,
+                   memory_mb: int | None, policy: PolicyName) -> RunResult:
+        """Runs a program once as a script (/run_code; never cached)."""
+        limits = self.scripts.limits_for(timeout_s, memory_mb)
+        return self.scripts.run_once(program, stdin.encode("utf-8", "surrogatepass"), limits,
+                                     policy)
+
+    def check_program(self, program: str, policy: PolicyName) -> ProgramCheck:
+        """The memoised static check (syntax and policy) of a program."""
+        return self._check_program(program, policy, "f")
+
+    def count(self, *, executions: int = 0, cache_hits: int = 0, cache_misses: int = 0,
+              verdicts: Iterable[Verdict] = ()) -> None:
+        """Adds to the counters behind `stats()` (and so the metrics)."""
+        with self._lock:
+            self._executions += executions
+            self._cache_hits += cache_hits
+            self._cache_misses += cache_misses
+            self._verdicts.update(verdict.value for verdict in verdicts)
 
     # -- stats ----------------------------------------------------------------------------
 

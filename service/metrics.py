@@ -32,7 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from azr_verify.service.errors import AzrVerifyError
-from azr_verify.service.models import CheckResult, Verdict
+from azr_verify.service.models import Verdict
 
 if TYPE_CHECKING:
     from azr_verify.service.engine import Engine
@@ -54,7 +54,21 @@ def bucket_index(seconds: float) -> int:
     return bisect.bisect_left(EXECUTION_BUCKETS_S, seconds)
 
 
-def execution_seconds(results: Iterable[CheckResult]) -> list[float]:
+class Judged(Protocol):
+    """A result of any kind of item (a triple, a test-case program, a /run_code run): what
+    the metrics count."""
+
+    @property
+    def verdict(self) -> Verdict: ...
+
+    @property
+    def duration_ms(self) -> float: ...
+
+    @property
+    def cached(self) -> bool: ...
+
+
+def execution_seconds(results: Iterable[Judged]) -> list[float]:
     """Sandbox time of the items that actually ran (cached and static verdicts did not)."""
     return [r.duration_ms / 1000.0 for r in results if not r.cached and r.duration_ms > 0]
 
@@ -214,7 +228,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def results_verdicts(results: Sequence[CheckResult]) -> dict[str, int]:
+def results_verdicts(results: Sequence[Judged]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for result in results:
         counts[result.verdict.value] = counts.get(result.verdict.value, 0) + 1

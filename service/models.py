@@ -123,3 +123,137 @@ class CheckResult(BaseModel):
                                   "when it asked for its own timeout_s, memory_mb or "
                                   "determinism_runs: a request above the server's caps is "
                                   "lowered to them, and this shows the values applied.")
+
+
+# -- programs run as scripts: stdin/stdout test cases (docs/design.md §10) ----------------------
+
+
+class CompareMode(StrEnum):
+    """How a test case's stdout is compared with its expected output, byte for byte after the
+    normalisation named (whitespace is the ASCII space, \\t, \\n, \\r, \\v and \\f; the expected
+    output is encoded as UTF-8)."""
+
+    EXACT = "exact"  # the bytes as written, nothing normalised
+    LINES = "lines"  # per line (\\n; a \\r before it dropped): trailing whitespace ignored;
+    #                  trailing empty lines ignored
+    TOKENS = "tokens"  # the sequences of whitespace-separated tokens
+
+
+class TestCase(BaseModel):
+    """One run of a program: what it reads on stdin and what it must write on stdout."""
+
+    __test__ = False  # not a pytest class
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field("", description="The program's stdin (UTF-8).")
+    output: str | None = Field(None, description="Expected stdout; null means only run it "
+                               "(accepted when it exits 0; its stdout comes back).")
+
+
+class TestcaseItem(BaseModel):
+    """A program run as a script (`python program.py`) once per test case."""
+
+    __test__ = False
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | int | None = Field(None, description="Echoed back in the result.")
+    program: str = Field(description="Python source of a whole program: it reads stdin and "
+                         "writes stdout.")
+    cases: list[TestCase] = Field(min_length=1, description="Runs, in order; each is a fresh "
+                                  "process with its own stdin.")
+    compare: CompareMode = Field(CompareMode.LINES, description="exact: byte for byte; lines "
+                                 "(default): trailing whitespace of each line and trailing "
+                                 "empty lines ignored; tokens: whitespace-separated tokens.")
+    timeout_s: float | None = Field(None, gt=0, description="Per case (wall clock and CPU).")
+    memory_mb: int | None = Field(None, ge=16, description="Per case.")
+    meta: dict[str, Any] | None = Field(None, description="Opaque client data kept in the "
+                                        f"audit log; nested at most {MAX_META_DEPTH} levels.")
+
+    @field_validator("meta")
+    @classmethod
+    def _shallow_meta(cls, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+        if meta is not None and _depth(meta) > MAX_META_DEPTH:
+            raise ValueError(f"meta is nested more than {MAX_META_DEPTH} levels deep")
+        return meta
+
+
+class ScriptLimits(BaseModel):
+    """Resolved limits of one script run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timeout_s: float
+    memory_mb: int
+    output_limit_bytes: int = Field(description="Most bytes kept of each of stdout and "
+                                    "stderr; more is output_limit.")
+
+
+class CaseResult(BaseModel):
+    """The verdict on one test case."""
+
+    verdict: Verdict
+    exit_code: int | None = Field(None, description="The program's exit status, when it "
+                                  "exited by itself.")
+    stdout: str | None = Field(None, description="The start of what it wrote to stdout "
+                               "(UTF-8, invalid bytes replaced), at most "
+                               "`testcase_excerpt_chars` characters.")
+    stdout_bytes: int | None = Field(None, description="How many bytes it wrote to stdout.")
+    stderr: str | None = Field(None, description="The end of what it wrote to stderr (where a "
+                               "traceback ends), at most `testcase_excerpt_chars` characters.")
+    error_type: str | None = Field(None, description="The signal that killed it (SIGSEGV...), "
+                                   "or MemoryError.")
+    error: str | None = Field(None, description="Human-readable detail.")
+    duration_ms: float = 0.0
+    cached: bool = False
+
+
+class TestcaseResult(BaseModel):
+    """The verdict on a program and on each of its test cases."""
+
+    __test__ = False
+    id: str | int | None = None
+    verdict: Verdict = Field(description="accepted when every case is; else the verdict of "
+                             "the first case that failed on its own account; sandbox_error "
+                             "when a case could not be judged and none failed.")
+    passed: int = Field(description="Cases accepted.")
+    total: int
+    cases: list[CaseResult] = Field(default_factory=list)
+    error: str | None = None
+    violations: list[Violation] = Field(default_factory=list)
+    duration_ms: float = Field(0.0, description="Sandbox time of every case.")
+    cached: bool = Field(False, description="Every case came from the cache.")
+    limits: ScriptLimits | None = Field(None, description="Set when the item asked for its "
+                                        "own timeout_s or memory_mb: the values applied.")
+
+
+class RunResult(BaseModel):
+    """One run of a program as a script (what POST /run_code reports in SandboxFusion's
+    shape): `accepted` means it exited 0; syntax_error and unsafe mean it never ran."""
+
+    verdict: Verdict
+    exit_code: int | None = None
+    stdout: str = Field("", description="UTF-8, invalid bytes replaced.")
+    stderr: str = ""
+    error_type: str | None = Field(None, description="The signal that killed it, or "
+                                   "MemoryError.")
+    error: str | None = None
+    violations: list[Violation] = Field(default_factory=list)
+    duration_ms: float = 0.0
+    limits: ScriptLimits | None = Field(None, description="The limits it ran under (absent "
+                                        "when the verifier failed before it ran).")
+
+    @property
+    def cached(self) -> bool:
+        """Runs are never answered from the cache (metrics read this as for other results)."""
+        return False
+
+
+class ScriptRunItem(BaseModel):
+    """One /run_code run as a distributed chunk carries it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    program: str
+    stdin: str = ""
+    timeout_s: float | None = None
+    memory_mb: int | None = None

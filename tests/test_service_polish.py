@@ -131,15 +131,20 @@ def test_openapi_has_the_key_scheme_tags_operation_ids_and_examples(served: Serv
     operations = {(path, method): op for path, ops in spec["paths"].items()
                   for method, op in ops.items()}
     ids = {op["operationId"] for op in operations.values()}
-    assert {"check", "submitJob", "getJob", "listAuditRecords", "exportAuditRecords",
-            "getInfo", "getLiveness", "getReadiness", "getMetrics"} == ids
-    assert {t["name"] for t in spec["tags"]} == {"check", "jobs", "audit", "service"}
+    assert {"check", "checkTestcases", "runCode", "submitJob", "getJob", "listAuditRecords",
+            "exportAuditRecords", "getInfo", "getLiveness", "getReadiness", "getMetrics"} == ids
+    assert {t["name"] for t in spec["tags"]} == {"check", "testcases", "sandbox-fusion", "jobs",
+                                                 "audit", "service"}
     assert all(op.get("tags") for op in operations.values())
     assert operations[("/v1/check", "post")]["security"] == [{"ApiKey": []}]
     assert "security" not in operations[("/healthz", "get")]
     for key in (("/v1/check", "post"), ("/v1/jobs", "post")):
         examples = operations[key]["requestBody"]["content"]["application/json"]["examples"]
         assert len(examples) >= 3 and all(e["value"]["items"] for e in examples.values())
+    for key in (("/v1/testcases", "post"), ("/run_code", "post")):
+        assert operations[key]["security"] == [{"ApiKey": []}]
+        examples = operations[key]["requestBody"]["content"]["application/json"]["examples"]
+        assert examples and all(e["value"] for e in examples.values())
 
 
 def test_docs_pages_load_their_assets_from_the_service(served: Served) -> None:

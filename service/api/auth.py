@@ -1,4 +1,5 @@
-"""Optional API keys: `Authorization: Bearer <key>` when settings.api_keys is non-empty.
+"""Optional API keys: `Authorization: Bearer <key>` when settings.api_keys is non-empty (or
+basic auth with the key as password, for clients that only take a URL).
 
 Keys are compared in constant time; the key's *name* (never the key) reaches the audit log and
 the access log. The console, which a browser cannot send a header from, signs in with a key
@@ -42,13 +43,22 @@ class ApiKeys:
         return bool(self._keys)
 
     def name_for(self, authorization: str | None) -> str | None:
-        """The key's name; None when auth is off. Raises 401 otherwise."""
+        """The key's name; None when auth is off. Raises 401 otherwise.
+
+        The key comes as `Bearer <key>`, or as HTTP basic auth whose password (or, with no
+        password, user name) is the key: clients that take only a URL (the sandbox-fusion
+        package, veRL's sandbox reward) send `http://name:KEY@host/` that way."""
         if not self._keys:
             return None
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if scheme.lower() == "basic":
+            token = _basic_secret(token.strip())
+        elif scheme.lower() != "bearer":
+            token = ""
+        if not token.strip():
             raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: "
-                           "Bearer <key>'", headers=_CHALLENGE)
+                           "Bearer <key>' (or basic auth with the key as password)",
+                           headers=_CHALLENGE)
         found = self._match(token.strip())
         if found is None:
             raise ApiError(401, "unauthorized", "invalid API key", headers=_CHALLENGE)
@@ -100,6 +110,17 @@ class ApiKeys:
         if not hmac.compare_digest(signature.encode(), self._sign(name, issued).encode()):
             return None
         return name
+
+
+def _basic_secret(credentials: str) -> str:
+    """The key in basic-auth credentials: the password, or the user name when there is no
+    password; "" when they do not decode."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return ""
+    user, _, password = decoded.partition(":")
+    return password or user
 
 
 def api_key_name(request: Request, credentials: Annotated[

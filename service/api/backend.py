@@ -11,7 +11,14 @@ from typing import Any, Protocol
 from azr_verify.service.api.schemas import JobStatusResponse
 from azr_verify.service.audit import AuditStore
 from azr_verify.service.metrics import TelemetrySnapshot
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName
+from azr_verify.service.models import (
+    CheckItem,
+    CheckResult,
+    PolicyName,
+    RunResult,
+    TestcaseItem,
+    TestcaseResult,
+)
 
 
 class Backend(Protocol):
@@ -24,6 +31,17 @@ class Backend(Protocol):
     async def check(self, items: Sequence[CheckItem], policy: PolicyName,
                     key_name: str | None) -> list[CheckResult]:
         """Raises OverloadedError (429), QueueUnavailableError (503), QueueTimeoutError."""
+        ...
+
+    async def check_testcases(self, items: Sequence[TestcaseItem], policy: PolicyName,
+                              key_name: str | None) -> list[TestcaseResult]:
+        """Test-case programs (docs/design.md §10); raises as `check` does."""
+        ...
+
+    async def run_code(self, program: str, stdin: str, timeout_s: float | None,
+                       memory_mb: int | None, policy: PolicyName,
+                       key_name: str | None) -> RunResult:
+        """One run of a program as a script (/run_code); raises as `check` does."""
         ...
 
     async def submit(self, items: Sequence[CheckItem], policy: PolicyName,

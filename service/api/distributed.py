@@ -11,9 +11,10 @@ import contextlib
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
+from pydantic import BaseModel
 
 from azr_verify.service.api.schemas import JobProgress, JobState, JobStatusResponse
 from azr_verify.service.audit import RedisAuditStore
@@ -25,11 +26,20 @@ from azr_verify.service.errors import (
     QueueUnavailableError,
 )
 from azr_verify.service.metrics import TelemetrySnapshot
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName
+from azr_verify.service.models import (
+    CheckItem,
+    CheckResult,
+    PolicyName,
+    RunResult,
+    ScriptRunItem,
+    TestcaseItem,
+    TestcaseResult,
+)
 from azr_verify.service.queue.batches import (
     BatchReader,
     BatchStatus,
     BatchSubmitter,
+    ChunkKind,
     chunk_bounds,
     chunk_job_id,
     new_batch_id,
@@ -44,6 +54,7 @@ log = logging.getLogger(__name__)
 # Longest single BLPOP while waiting for a batch; between waits the deadline is checked.
 WAIT_SLICE_S = 1.0
 _BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
+M = TypeVar("M", bound=BaseModel)
 
 
 def job_state(status: BatchStatus) -> JobState:
@@ -93,13 +104,14 @@ class DistributedBackend:
 
     # -- batches --------------------------------------------------------------------------
 
-    async def _enqueue(self, items: Sequence[CheckItem], policy: PolicyName,
-                       key_name: str | None) -> tuple[str, int]:
+    async def _enqueue(self, items: Sequence[BaseModel], policy: PolicyName,
+                       key_name: str | None,
+                       kind: ChunkKind = ChunkKind.TRIPLES) -> tuple[str, int]:
         await self.reader.admit(len(items))
         batch_id = new_batch_id()
         try:
             chunks = await anyio.to_thread.run_sync(self.submitter.submit, batch_id, items,
-                                                    policy, key_name)
+                                                    policy, key_name, kind)
         except BaseException:
             # Nothing was enqueued (one transaction): give the reserved depth back.
             job_ids = [chunk_job_id(batch_id, index)
@@ -114,6 +126,26 @@ class DistributedBackend:
         if not items:
             return []
         batch_id, chunks = await self._enqueue(items, policy, key_name)
+        return await self._collect(batch_id, chunks, CheckResult)
+
+    async def check_testcases(self, items: Sequence[TestcaseItem], policy: PolicyName,
+                              key_name: str | None) -> list[TestcaseResult]:
+        if not items:
+            return []
+        batch_id, chunks = await self._enqueue(items, policy, key_name, ChunkKind.TESTCASES)
+        return await self._collect(batch_id, chunks, TestcaseResult)
+
+    async def run_code(self, program: str, stdin: str, timeout_s: float | None,
+                       memory_mb: int | None, policy: PolicyName,
+                       key_name: str | None) -> RunResult:
+        run = ScriptRunItem(program=program, stdin=stdin, timeout_s=timeout_s,
+                            memory_mb=memory_mb)
+        batch_id, chunks = await self._enqueue([run], policy, key_name, ChunkKind.RUN_CODE)
+        [result] = await self._collect(batch_id, chunks, RunResult)
+        return result
+
+    async def _collect(self, batch_id: str, chunks: int, model: type[M]) -> list[M]:
+        """Waits until every chunk of a batch is answered; its results, then frees it."""
         deadline = anyio.current_time() + self.settings.check_timeout_s
         while True:
             status = await self.reader.status(batch_id)
@@ -128,7 +160,7 @@ class DistributedBackend:
                     f"{status.done_chunks} of {status.chunks} chunks answered after "
                     f"{self.settings.check_timeout_s:g} s; are any workers running?")
             await self.reader.wait(batch_id, min(WAIT_SLICE_S, remaining))
-        results = await self.reader.results(batch_id, chunks)
+        results = await self.reader.results_as(batch_id, chunks, model)
         if results is None:
             raise BatchLostError(f"results of batch {batch_id} vanished from Redis; resend it")
         await self.reader.discard(batch_id, chunks)
@@ -141,8 +173,9 @@ class DistributedBackend:
 
     async def job(self, job_id: str, key_name: str | None) -> JobStatusResponse:
         status = await self.reader.status(job_id) if _BATCH_ID.match(job_id) else None
-        # Another key's job is reported as unknown: ids must not leak across keys.
-        if status is None or status.key_name != key_name:
+        # Another key's job is reported as unknown: ids must not leak across keys; so is a
+        # batch of another kind (/v1/testcases, /run_code), which is no job.
+        if status is None or status.key_name != key_name or status.kind is not ChunkKind.TRIPLES:
             raise JobNotFoundError(f"no job {job_id!r}")
         state = job_state(status)
         results = None

@@ -13,7 +13,13 @@ import anyio
 
 from azr_verify.service.api.jobs import MemoryJob, MemoryJobStore
 from azr_verify.service.api.schemas import JobStatusResponse
-from azr_verify.service.audit import DB_NAME, SqliteAuditStore, records_for
+from azr_verify.service.audit import (
+    DB_NAME,
+    SqliteAuditStore,
+    records_for,
+    run_code_record,
+    testcase_records_for,
+)
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.errors import OverloadedError
@@ -23,7 +29,14 @@ from azr_verify.service.metrics import (
     TelemetrySnapshot,
     execution_seconds,
 )
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName
+from azr_verify.service.models import (
+    CheckItem,
+    CheckResult,
+    PolicyName,
+    RunResult,
+    TestcaseItem,
+    TestcaseResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +132,47 @@ class EmbeddedBackend:
             return await anyio.to_thread.run_sync(self._run, items, policy, key_name)
         finally:
             self.admission.release(len(items))
+
+    def _run_testcases(self, items: Sequence[TestcaseItem], policy: PolicyName,
+                       key_name: str | None) -> list[TestcaseResult]:
+        results = self.engine.check_testcases(items, policy)
+        self.histogram.observe(execution_seconds(results))
+        records = testcase_records_for(items, results, policy, key_name,
+                                       excerpt_chars=self.settings.audit_excerpt_chars)
+        if records:
+            self.audit_store.record(records)
+        return results
+
+    async def check_testcases(self, items: Sequence[TestcaseItem], policy: PolicyName,
+                              key_name: str | None) -> list[TestcaseResult]:
+        if not items:
+            return []
+        self.admission.admit(len(items))
+        try:
+            return await anyio.to_thread.run_sync(self._run_testcases, items, policy, key_name)
+        finally:
+            self.admission.release(len(items))
+
+    def _run_code(self, program: str, stdin: str, timeout_s: float | None,
+                  memory_mb: int | None, policy: PolicyName,
+                  key_name: str | None) -> RunResult:
+        result = self.engine.run_script(program, stdin, timeout_s, memory_mb, policy)
+        self.histogram.observe(execution_seconds([result]))
+        record = run_code_record(program, stdin, result, policy, key_name,
+                                 excerpt_chars=self.settings.audit_excerpt_chars)
+        if record is not None:
+            self.audit_store.record([record])
+        return result
+
+    async def run_code(self, program: str, stdin: str, timeout_s: float | None,
+                       memory_mb: int | None, policy: PolicyName,
+                       key_name: str | None) -> RunResult:
+        self.admission.admit(1)
+        try:
+            return await anyio.to_thread.run_sync(self._run_code, program, stdin, timeout_s,
+                                                  memory_mb, policy, key_name)
+        finally:
+            self.admission.release(1)
 
     async def submit(self, items: Sequence[CheckItem], policy: PolicyName,
                      key_name: str | None) -> str:

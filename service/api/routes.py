@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from azr_verify.service import __version__
+from azr_verify.service.api import fusion
 from azr_verify.service.api.auditing import (
     MAX_PAGE,
     AuditFilters,
@@ -21,6 +22,7 @@ from azr_verify.service.api.auditing import (
 from azr_verify.service.api.auth import api_key_name
 from azr_verify.service.api.backend import Backend
 from azr_verify.service.api.errors import ApiError, error_response
+from azr_verify.service.api.fusion import RunCodeRequest, RunCodeResponse
 from azr_verify.service.api.responses import AsciiJSONResponse
 from azr_verify.service.api.schemas import (
     AuditResponse,
@@ -32,6 +34,8 @@ from azr_verify.service.api.schemas import (
     JobCreated,
     JobState,
     JobStatusResponse,
+    TestcaseRequest,
+    TestcaseResponse,
 )
 from azr_verify.service.config import Settings
 from azr_verify.service.metrics import Metrics
@@ -54,6 +58,8 @@ class Tag:
     """OpenAPI tags: how /docs groups the operations."""
 
     CHECK = "check"
+    TESTCASES = "testcases"
+    SANDBOX_FUSION = "sandbox-fusion"
     JOBS = "jobs"
     AUDIT = "audit"
     SERVICE = "service"
@@ -62,6 +68,12 @@ class Tag:
 TAGS_METADATA = [
     {"name": Tag.CHECK, "description": "Check a batch of (program, input, output) triples and "
      "wait for the verdicts (docs/design.md §2)."},
+    {"name": Tag.TESTCASES, "description": "Whole programs run as scripts on stdin/stdout "
+     "test cases, one verdict per case and one per program (docs/design.md §10)."},
+    {"name": Tag.SANDBOX_FUSION, "description": "SandboxFusion's `POST /run_code` for Python: "
+     "the `sandbox-fusion` client package and veRL's sandbox reward work unchanged. API keys "
+     "may also come as HTTP basic auth (`http://name:KEY@host:port`), which those clients "
+     "send from the URL."},
     {"name": Tag.JOBS, "description": "The same batches as asynchronous jobs with progress."},
     {"name": Tag.AUDIT, "description": "Rejected items and why: every verdict but accepted "
      "and wrong_output. The console at /console shows the same records."},
@@ -89,6 +101,29 @@ CHECK_EXAMPLES: dict[str, Any] = {
              "input": "1000000", "timeout_s": 2.0, "memory_mb": 128, "determinism_runs": 2}]}},
 }
 CheckBody = Annotated[CheckRequest, Body(openapi_examples=CHECK_EXAMPLES)]
+_SUM = "import sys\nprint(sum(map(int, sys.stdin.read().split())))\n"
+TESTCASE_EXAMPLES: dict[str, Any] = {
+    "judge_a_program": {
+        "summary": "A program and its stdin/stdout test cases",
+        "value": {"items": [{"id": "sum", "program": _SUM, "cases": [
+            {"input": "1 2\n", "output": "3\n"}, {"input": "10 20 30", "output": "60"}]}]}},
+    "compare_and_limits": {
+        "summary": "Token comparison, per-case limits, and a run without expected output",
+        "value": {"items": [
+            {"id": "tokens", "program": "print(*input().split(), sep='\\n')",
+             "cases": [{"input": "a b c", "output": "a b c"}], "compare": "tokens",
+             "timeout_s": 2.0, "memory_mb": 128},
+            {"id": "just-run", "program": "print(input().upper())",
+             "cases": [{"input": "hello"}], "meta": {"step": 3}}]}},
+}
+TestcaseBody = Annotated[TestcaseRequest, Body(openapi_examples=TESTCASE_EXAMPLES)]
+RUN_CODE_EXAMPLES: dict[str, Any] = {
+    "python": {"summary": "What the sandbox-fusion client and veRL send",
+               "value": {"code": "print(input()[::-1])", "language": "python",
+                         "stdin": "hello", "run_timeout": 10, "compile_timeout": 10,
+                         "memory_limit_MB": 1024, "files": {}, "fetch_files": []}},
+}
+RunCodeBody = Annotated[RunCodeRequest, Body(openapi_examples=RUN_CODE_EXAMPLES)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text} for status, text in {
         400: "Malformed JSON or undecodable body", 401: "Missing or invalid API key",
@@ -107,12 +142,21 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _check_size(request: Request, body: CheckRequest) -> None:
+def _check_size(request: Request, body: CheckRequest | TestcaseRequest) -> None:
     request.state.items = len(body.items)  # for the access log
     limit = _settings(request).max_items
     if len(body.items) > limit:
         raise ApiError(413, "too_many_items", f"{len(body.items)} items exceed the limit of "
                        f"{limit} per request; split the batch")
+
+
+def _check_testcase_size(request: Request, body: TestcaseRequest) -> None:
+    _check_size(request, body)
+    cases = sum(len(item.cases) for item in body.items)
+    limit = _settings(request).max_testcases
+    if cases > limit:
+        raise ApiError(413, "too_many_testcases", f"{cases} test cases exceed the limit of "
+                       f"{limit} per request (AZR_VERIFY_MAX_TESTCASES); split the batch")
 
 
 def build_router() -> APIRouter:
@@ -125,6 +169,41 @@ def build_router() -> APIRouter:
         _check_size(request, body)
         results = await _backend(request).check(body.items, body.policy, key_name)
         return AsciiJSONResponse({"results": [r.model_dump(mode="json") for r in results]})
+
+    @router.post("/v1/testcases", response_model=TestcaseResponse, responses=_ERRORS,
+                 tags=[Tag.TESTCASES], operation_id="checkTestcases",
+                 summary="Judge programs on stdin/stdout test cases and wait for the verdicts",
+                 description="Each program runs as `python program.py` once per case, in a "
+                             "fresh sandboxed process fed the case's input on stdin; its stdout "
+                             "is compared with the case's output (`compare`: exact, lines or "
+                             "tokens). A result per program and per case, in order. Cases are "
+                             "cached by content; `max_testcases` bounds the cases of a "
+                             "request.")
+    async def testcases(request: Request, body: TestcaseBody, key_name: KeyName) -> Response:
+        _check_testcase_size(request, body)
+        results = await _backend(request).check_testcases(body.items, body.policy, key_name)
+        return AsciiJSONResponse({"results": [r.model_dump(mode="json") for r in results]})
+
+    @router.post("/run_code", response_model=RunCodeResponse, responses=_ERRORS,
+                 tags=[Tag.SANDBOX_FUSION], operation_id="runCode",
+                 summary="SandboxFusion's run_code: run one Python program on stdin",
+                 description="SandboxFusion's request and response, for Python only. The "
+                             "program runs once (never from the cache) in the same hardened "
+                             "sandbox as every item, under the server's `run_code_policy`. "
+                             "A language other than python, `files` or `fetch_files` is "
+                             "answered with status SandboxError and a message, as "
+                             "SandboxFusion answers what it cannot run.")
+    async def run_code(request: Request, body: RunCodeBody, key_name: KeyName) -> Response:
+        request.state.items = 1
+        problem = fusion.unsupported(body)
+        if problem is not None:
+            return AsciiJSONResponse(fusion.sandbox_error(problem).model_dump(mode="json"))
+        settings = _settings(request)
+        memory = body.memory_limit_MB if body.memory_limit_MB > 0 else None
+        result = await _backend(request).run_code(
+            body.code, body.stdin or "", body.run_timeout, memory,
+            PolicyName(settings.run_code_policy), key_name)
+        return AsciiJSONResponse(fusion.response_for(result).model_dump(mode="json"))
 
     @router.post("/v1/jobs", response_model=JobCreated, status_code=202, responses=_ERRORS,
                  tags=[Tag.JOBS], operation_id="submitJob",
@@ -193,7 +272,10 @@ def build_router() -> APIRouter:
                     "output_limit_chars": s.output_limit_chars,
                     "default_determinism_runs": s.default_determinism_runs,
                     "max_determinism_runs": s.determinism_seeds,
-                    "chunk_size": s.chunk_size},
+                    "chunk_size": s.chunk_size, "max_testcases": s.max_testcases,
+                    "script_output_limit_bytes": s.script_output_limit_bytes,
+                    "testcase_excerpt_chars": s.testcase_excerpt_chars,
+                    "run_code_policy": s.run_code_policy},
             executors=await backend.executors())
 
     @router.get("/healthz", response_model=HealthResponse, tags=[Tag.SERVICE],

@@ -8,7 +8,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from azr_verify.service.audit import AuditRecord
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName
+from azr_verify.service.models import (
+    CheckItem,
+    CheckResult,
+    PolicyName,
+    TestcaseItem,
+    TestcaseResult,
+)
 
 
 class CheckRequest(BaseModel):
@@ -20,6 +26,23 @@ class CheckRequest(BaseModel):
 
 class CheckResponse(BaseModel):
     results: list[CheckResult]
+
+
+class TestcaseRequest(BaseModel):
+    __test__ = False
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[TestcaseItem] = Field(description="Programs, each with its stdin/stdout "
+                                      "test cases; results come back in order.")
+    policy: PolicyName = Field(PolicyName.PERMISSIVE, description="Static safety policy. "
+                               "permissive (the default here) refuses nothing and leaves the "
+                               "program to the sandbox; azr refuses input(), sys and os, "
+                               "which stdin programs need.")
+
+
+class TestcaseResponse(BaseModel):
+    __test__ = False
+    results: list[TestcaseResult]
 
 
 class JobState(StrEnum):

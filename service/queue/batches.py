@@ -11,19 +11,21 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 from rq import Queue, Retry
 from rq.callbacks import Callback
 from rq.serializers import JSONSerializer
 
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import OverloadedError
-from azr_verify.service.models import CheckItem, CheckResult, PolicyName
+from azr_verify.service.models import CheckResult, PolicyName
 from azr_verify.service.queue import jobs, scripts
 from azr_verify.service.queue.connection import translate_errors
 from azr_verify.service.queue.keys import Keys
@@ -42,14 +44,33 @@ def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk_size, total)) for start in range(0, total, chunk_size)]
 
 
-def encode_results(results: Sequence[CheckResult]) -> str:
+class ChunkKind(StrEnum):
+    """What a batch's chunks hold: triples (/v1/check, /v1/jobs), test-case programs
+    (/v1/testcases) or one script run (/run_code). Each kind has its own RQ job function and
+    failure callback (queue/jobs.py) and its own result model."""
+
+    TRIPLES = "triples"
+    TESTCASES = "testcases"
+    RUN_CODE = "run_code"
+
+
+# The RQ job function and failure callback of each kind.
+_CHUNK_JOBS: dict[ChunkKind, tuple[Callable[..., int], Callable[..., None]]] = {
+    ChunkKind.TRIPLES: (jobs.run_chunk, jobs.chunk_failed),
+    ChunkKind.TESTCASES: (jobs.run_testcase_chunk, jobs.testcase_chunk_failed),
+    ChunkKind.RUN_CODE: (jobs.run_code_chunk, jobs.run_code_chunk_failed),
+}
+M = TypeVar("M", bound=BaseModel)
+
+
+def encode_results(results: Sequence[BaseModel]) -> str:
     # ensure_ascii: ids, outputs and errors may hold lone surrogates.
     return json.dumps([r.model_dump(mode="json") for r in results], ensure_ascii=True,
                       separators=(",", ":"))
 
 
-def decode_results(raw: bytes | str) -> list[CheckResult]:
-    return [CheckResult.model_validate(r) for r in json.loads(raw)]
+def decode_results(raw: bytes | str, model: type[M]) -> list[M]:
+    return [model.model_validate(r) for r in json.loads(raw)]
 
 
 def make_queue(client: redis.Redis, settings: Settings) -> Queue:
@@ -66,6 +87,7 @@ class BatchStatus:
     done_items: int
     started: bool
     key_name: str | None
+    kind: ChunkKind = ChunkKind.TRIPLES
 
     @property
     def complete(self) -> bool:
@@ -81,10 +103,11 @@ class BatchSubmitter:
         self.keys = Keys.from_settings(settings)
         self.queue = make_queue(client, settings)
 
-    def submit(self, batch_id: str, items: Sequence[CheckItem], policy: PolicyName,
-               key_name: str | None) -> int:
+    def submit(self, batch_id: str, items: Sequence[BaseModel], policy: PolicyName,
+               key_name: str | None, kind: ChunkKind = ChunkKind.TRIPLES) -> int:
         """Enqueues every chunk in one transaction; returns the number of chunks."""
         s = self.settings
+        function, on_failure = _CHUNK_JOBS[kind]
         bounds = chunk_bounds(len(items), s.chunk_size)
         retry = Retry(max=s.job_retries, enqueue_at_front=True) if s.job_retries else None
         datas = []
@@ -95,13 +118,13 @@ class BatchSubmitter:
             payload = [item.model_dump(mode="json", exclude_none=True)
                        for item in items[start:stop]]
             datas.append(Queue.prepare_data(
-                jobs.run_chunk, args=(batch_id, index, policy.value, key_name, payload),
+                function, args=(batch_id, index, policy.value, key_name, payload),
                 job_id=job_id, timeout=s.job_timeout_s, result_ttl=0,
                 failure_ttl=s.job_ttl_s, retry=retry, meta={"ttl": s.job_ttl_s},
-                on_failure=Callback(jobs.chunk_failed), description=f"chunk {index} of {batch_id}"))
+                on_failure=Callback(on_failure), description=f"chunk {index} of {batch_id}"))
         batch: dict[Any, Any] = {"total": len(items), "chunks": len(bounds), "policy": policy.value,
                  "key_name": key_name or "", "created": time.time(),
-                 "done_chunks": 0, "failed_chunks": 0}
+                 "done_chunks": 0, "failed_chunks": 0, "kind": kind.value}
         with translate_errors("enqueue"), self.client.pipeline() as pipe:
             pipe.hset(self.keys.batch(batch_id), mapping=batch)
             pipe.expire(self.keys.batch(batch_id), s.job_ttl_s)
@@ -158,7 +181,8 @@ class BatchReader:
             done_chunks=int(data.get("done_chunks", 0)),
             failed_chunks=int(data.get("failed_chunks", 0)),
             done_items=sum(int(v) for v in progress), started=bool(progress),
-            key_name=data.get("key_name") or None)
+            key_name=data.get("key_name") or None,
+            kind=ChunkKind(data.get("kind") or ChunkKind.TRIPLES))
 
     async def wait(self, batch_id: str, timeout_s: float) -> None:
         """Returns when a chunk of the batch finishes, or after `timeout_s`."""
@@ -167,6 +191,10 @@ class BatchReader:
 
     async def results(self, batch_id: str, chunks: int) -> list[CheckResult] | None:
         """Every chunk's results in order, or None when one of them is missing."""
+        return await self.results_as(batch_id, chunks, CheckResult)
+
+    async def results_as(self, batch_id: str, chunks: int, model: type[M]) -> list[M] | None:
+        """Every chunk's results, read as `model`, in order; None when one is missing."""
         if chunks == 0:
             return []
         with translate_errors("reading results"):
@@ -175,7 +203,7 @@ class BatchReader:
         found = [raw for raw in raws if raw is not None]
         if len(found) < chunks:
             return None
-        return [result for raw in found for result in decode_results(raw)]
+        return [result for raw in found for result in decode_results(raw, model)]
 
     async def discard(self, batch_id: str, chunks: int) -> None:
         """Frees a batch whose results were delivered."""
@@ -200,7 +228,7 @@ class ChunkReporter:
                        args=[index, done, ttl_s])
 
     def complete(self, batch_id: str, index: int, job_id: str,
-                 results: Sequence[CheckResult], failed: bool, ttl_s: int) -> int:
+                 results: Sequence[BaseModel], failed: bool, ttl_s: int) -> int:
         """1: this call answered the chunk; 0: it was answered before; -1: the batch is gone."""
         keys = [self.keys.chunk_result(batch_id, index), self.keys.batch(batch_id),
                 self.keys.progress(batch_id), self.keys.notify(batch_id),

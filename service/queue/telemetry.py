@@ -19,12 +19,12 @@ from azr_verify.service.config import Settings
 from azr_verify.service.metrics import (
     EXECUTION_BUCKETS_S,
     BucketCounts,
+    Judged,
     TelemetrySnapshot,
     bucket_index,
     execution_seconds,
     results_verdicts,
 )
-from azr_verify.service.models import CheckResult
 from azr_verify.service.queue.batches import make_queue
 from azr_verify.service.queue.connection import as_text, translate_errors
 from azr_verify.service.queue.keys import Keys
@@ -38,7 +38,7 @@ _EXEC_SUM = "exec_sum"
 _ENGINE_COUNTERS = ("executions", "cache_hits", "cache_misses", "restarts")
 
 
-def record_results(client: redis.Redis, keys: Keys, results: Sequence[CheckResult]) -> None:
+def record_results(client: redis.Redis, keys: Keys, results: Sequence[Judged]) -> None:
     """Adds a chunk's verdicts and execution times to the shared counters (once per chunk:
     by the run that answered it, or by the failure callback that answered it)."""
     with client.pipeline(transaction=False) as pipe:
@@ -69,7 +69,7 @@ class TelemetryWriter:
         self._lock = threading.Lock()
         self._pushed = dict.fromkeys(_ENGINE_COUNTERS, 0)
 
-    def record_results(self, results: Sequence[CheckResult]) -> None:
+    def record_results(self, results: Sequence[Judged]) -> None:
         record_results(self.client, self.keys, results)
 
     def push_engine(self) -> None:
