@@ -184,18 +184,9 @@ def test_output_floods_on_stdout_and_stderr(shared: Engine) -> None:
     assert len(flood.stdout) <= shared.settings.testcase_excerpt_chars
 
 
-# A flood of small writes fills the zygote's holding pipe with partly filled pages: the pipe
-# runs out of slots before its byte count reaches its capacity, the zygote's blocking splice
-# into it never returns, and the zygote hangs until the host gives up on it (timeout + 10 s),
-# twice: the attacker *and every item queued in the same frame* get sandbox_error. A bug of
-# the runner (service/sandbox/runner.py, `Zygote._forward`), reported to its owner; strict, so
-# this test fails once the runner is fixed and the marker must go.
-SMALL_WRITES_HANG = pytest.mark.xfail(
-    strict=True, reason="runner bug: small-write floods exhaust the holding pipe's slots and "
-    "hang the zygote (Zygote._forward splices into it without SPLICE_F_NONBLOCK)")
-
-
-@SMALL_WRITES_HANG
+# A flood of small writes once filled the zygote's holding pipe with partly filled pages (the
+# pipe ran out of slots before bytes) and hung the zygote: the attacker and every item queued in
+# the same frame got sandbox_error. The runner now fills that pipe without blocking.
 def test_small_write_floods(shared: Engine) -> None:
     attackers = [
         attack("lines_on_stderr",
