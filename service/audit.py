@@ -65,7 +65,7 @@ class AuditRecord(BaseModel):
                            "the console's item link). Not part of the stored JSON.")
     time: float = Field(description="UNIX time it was checked.")
     program_hash: str = Field(description="sha256 of the program text.")
-    program: str
+    program: str = Field(description="The program text; empty for a comparison item.")
     input: str
     output: str | None = Field(None, description="The expected output the client sent.")
     entry: str
@@ -105,7 +105,8 @@ def records_for(items: Sequence[CheckItem], results: Sequence[CheckResult],
     """Audit records for the rejected items of a checked batch."""
     stamp = time.time() if now is None else now
     return [
-        AuditRecord(time=stamp, program_hash=program_hash(item.program), program=item.program,
+        AuditRecord(time=stamp, program_hash=program_hash(item.program or ""),
+                    program=item.program or "",  # "" for a comparison: nothing ran
                     input=item.input, output=item.output, entry=item.entry, policy=policy.value,
                     verdict=result.verdict, violations=result.violations,
                     error_type=result.error_type, error=result.error, api_key_name=key_name,

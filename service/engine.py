@@ -29,6 +29,7 @@ from azr_verify.service.sandbox.protocol import (
     OutcomeKind,
     ZygoteLauncher,
 )
+from azr_verify.service.verify.compare import compare_item
 from azr_verify.service.verify.equality import values_equal
 from azr_verify.service.verify.literals import LiteralError, parse_call_arguments, parse_literal
 from azr_verify.service.verify.policy import ProgramCheck, check_program
@@ -151,6 +152,11 @@ class Engine:
         done = 0
 
         for index, item in enumerate(items):
+            if item.program is None:  # a comparison: decided here, nothing runs
+                results[index] = compare_item(item, self._parse_literal,
+                                              self.settings.reject_none_output)
+                done += 1
+                continue
             early = self._static_verdict(item, policy)
             if early is not None:
                 results[index] = early
