@@ -169,7 +169,10 @@ def _bench(args: argparse.Namespace) -> int:
         from azr_verify.service.azr_step.bench import run_azr_step_bench
         from azr_verify.service.azr_step.workload import StepShape
 
-        shape = StepShape(proposals_per_type=args.batch, solver_answers_per_type=args.batch)
+        try:
+            shape = StepShape(proposals_per_type=args.batch, solver_answers_per_type=args.batch)
+        except ValueError as exc:
+            raise SystemExit(f"azr-verify bench: --batch: {exc}") from None
         print(run_azr_step_bench(_settings(args), steps=args.steps, seed=args.seed,
                                  naive_helpers=args.naive_helpers, shape=shape))
         return 0

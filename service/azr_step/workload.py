@@ -49,6 +49,14 @@ class StepShape:
     rollouts: int = 8
     solver_answers_per_type: int = 64
 
+    def __post_init__(self) -> None:
+        least = max(len(TRIPLE_PROPOSALS), len(INDUCTION_PROPOSALS)) + 1
+        if self.proposals_per_type < least:
+            raise ValueError(f"a step needs at least {least} proposals per task type (one of "
+                             f"every kind and a valid one), not {self.proposals_per_type}")
+        if min(self.induction_inputs, self.rollouts, self.solver_answers_per_type) < 1:
+            raise ValueError("induction inputs, rollouts and solver answers must be positive")
+
 
 class ProposalKind(StrEnum):
     VALID = "valid"
@@ -198,8 +206,6 @@ def generate_step(seed: int, step: int, salt: str = "", shape: StepShape | None 
 def _kinds(mix: dict[ProposalKind, float], count: int) -> list[ProposalKind]:
     """At least one of every kind, the proportions otherwise; valid ones fill the rest."""
     kinds = [kind for kind, share in mix.items() for _ in range(max(1, round(share * count)))]
-    if len(kinds) >= count:
-        raise ValueError(f"{count} proposals per type cannot hold every kind of proposal")
     return kinds + [ProposalKind.VALID] * (count - len(kinds))
 
 
