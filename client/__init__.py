@@ -19,6 +19,7 @@ from ._async import AsyncClient
 from ._sync import Client
 from .answers import ParsedResponse, extract_solver_answer, fenced_blocks, split_response
 from .azr import (
+    ANSWER_DETERMINISM_RUNS,
     AnswerOutcome,
     AnswerSlot,
     AnswerState,
@@ -73,6 +74,7 @@ from .models import (
 )
 
 __all__ = [
+    "ANSWER_DETERMINISM_RUNS",
     "APIError",
     "AnswerOutcome",
     "AnswerSlot",

@@ -24,7 +24,7 @@ from ._core import (
     testcase_item,
 )
 from ._transport import base_url_of, timeout_of, url_of, wrap_httpx_error
-from .azr import IOPairLike, ProposalOutcome
+from .azr import ANSWER_DETERMINISM_RUNS, IOPairLike, ProposalOutcome
 from .config import ClientConfig
 from .errors import AzrClientError
 from .models import (
@@ -177,33 +177,41 @@ class Client:
 
     # -- AZR helpers (docs/design.md §2) -----------------------------------------------
 
-    def validate_proposal(self, program: str, input: str, policy: str | None = None
-                          ) -> ProposalOutcome:
-        """Deduction/abduction proposal (p, i): gold output, or the rejection reason."""
-        return self._drive(_azr_flows.validate_proposal(self._core, program, [input], None,
-                                                        policy))
+    def validate_proposal(self, program: str, input: str, policy: str | None = None, *,
+                          determinism_runs: int | None = None) -> ProposalOutcome:
+        """Deduction/abduction proposal (p, i): gold output, or the rejection reason
+        (determinism runs: the service's default unless given)."""
+        return self._drive(_azr_flows.validate_proposal(
+            self._core, program, [input], None, policy, determinism_runs))
 
     def validate_induction_proposal(self, program: str, inputs: Sequence[str], *,
-                                    min_valid: int | None = None, policy: str | None = None
+                                    min_valid: int | None = None,
+                                    policy: str | None = None,
+                                    determinism_runs: int | None = None
                                     ) -> ProposalOutcome:
         """Induction proposal (p, i1..iN): gold output per input."""
-        return self._drive(_azr_flows.validate_proposal(self._core, program, inputs,
-                                                        min_valid, policy))
+        return self._drive(_azr_flows.validate_proposal(
+            self._core, program, inputs, min_valid, policy, determinism_runs))
 
     def check_deduction(self, program: str, input: str, predicted_output: str,
-                        policy: str | None = None) -> bool:
-        """Deduction answer o' for (p, i): True when f(i) == o'."""
-        return self._drive(_azr_flows.check_deduction(self._core, program, input,
-                                                      predicted_output, policy))
+                        policy: str | None = None, *, gold_output: str | None = None,
+                        determinism_runs: int | None = ANSWER_DETERMINISM_RUNS) -> bool:
+        """Deduction answer o' for (p, i): True when f(i) == o'. With the task's
+        `gold_output` the service compares the two values and runs nothing."""
+        return self._drive(_azr_flows.check_deduction(
+            self._core, program, input, predicted_output, policy, gold_output,
+            determinism_runs))
 
     def check_abduction(self, program: str, predicted_input: str, gold_output: str,
-                        policy: str | None = None) -> bool:
+                        policy: str | None = None, *,
+                        determinism_runs: int | None = ANSWER_DETERMINISM_RUNS) -> bool:
         """Abduction answer i' for (p, o*): True when f(i') == o*."""
-        return self._drive(_azr_flows.check_abduction(self._core, program, predicted_input,
-                                                      gold_output, policy))
+        return self._drive(_azr_flows.check_abduction(
+            self._core, program, predicted_input, gold_output, policy, determinism_runs))
 
     def check_induction(self, predicted_program: str, hidden: Sequence[IOPairLike],
-                        policy: str | None = None) -> bool:
+                        policy: str | None = None, *,
+                        determinism_runs: int | None = ANSWER_DETERMINISM_RUNS) -> bool:
         """Induction answer p': True when p'(ik) == ok for every hidden pair."""
-        return self._drive(_azr_flows.check_induction(self._core, predicted_program, hidden,
-                                                      policy))
+        return self._drive(_azr_flows.check_induction(
+            self._core, predicted_program, hidden, policy, determinism_runs))

@@ -1,12 +1,21 @@
 """AZR helpers: build the triples of docs/design.md §2 and fold verdicts back into AZR answers.
 
-| AZR step                                   | triples                          |
-|--------------------------------------------|----------------------------------|
-| validate a deduction/abduction proposal    | (p, i, null) -> gold output      |
-| validate an induction proposal (p, i1..iN) | (p, ik, null) for each k         |
-| check a deduction answer o'                | (p, i, o')                       |
-| check an abduction answer i'               | (p, i', o*)                      |
-| check an induction answer program p'       | (p', ik, ok) for each hidden k   |
+| AZR step                                   | items                                       |
+|--------------------------------------------|---------------------------------------------|
+| validate a deduction/abduction proposal    | (p, i, null) -> gold output                 |
+| validate an induction proposal (p, i1..iN) | (p, ik, null) for each k                    |
+| check a deduction answer o'                | compare o' with o* (nothing runs)           |
+| check an abduction answer i'               | (p, i', o*); i' == i: compare o* with o*    |
+| check an induction answer program p'       | (p', ik, ok) for each hidden k; p' == p:    |
+|                                            | compare ok with ok                          |
+
+Executions are spent only where they buy truth. A deduction answer is a comparison item when
+the gold output is known (`gold_output=`): the service parses and compares the two literals
+without running anything. An answer that repeats the proposal's own input (abduction) or
+program (induction), character for character, reuses the gold outputs the proposal's
+validation computed. Proposals are validated with the service's default determinism runs
+(2 unless its operator raised them); answers run `ANSWER_DETERMINISM_RUNS` = 1 time, as AZR's
+reference does, unless the batch asks for more.
 
 Everything here is pure: `CheckBatch` collects many checks of mixed kinds into one list of
 items (one HTTP round trip for a whole training stage) and hands back *slots* that fold their
@@ -162,45 +171,83 @@ class ProposalSlot:
         return fold_proposal(results[self.start:self.stop], self.min_valid)
 
 
+# An answer's program was validated as deterministic when its task was proposed (deduction,
+# abduction), or it is the solver's own (induction), which AZR's reference also runs once.
+ANSWER_DETERMINISM_RUNS = 1
+
+
 @dataclass
 class CheckBatch:
-    """Many AZR checks as one flat list of items; each `add_*` returns the slot to fold."""
+    """Many AZR checks as one flat list of items; each `add_*` returns the slot to fold.
+
+    `proposal_runs` and `answer_runs` are the determinism runs each kind of item asks for
+    (None: the service's default, 2 unless configured otherwise).
+    """
 
     entry: str = "f"
     meta: dict[str, Any] | None = None  # merged into every item's meta (step, run id...)
+    proposal_runs: int | None = None
+    answer_runs: int | None = ANSWER_DETERMINISM_RUNS
     items: list[CheckItem] = field(default_factory=list)
 
-    def _add(self, triples: Sequence[tuple[str, str, str | None]],
+    def _meta(self, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+        return {**(self.meta or {}), **(meta or {})} or None
+
+    def _add(self, triples: Sequence[tuple[str, str, str | None]], runs: int | None,
              meta: dict[str, Any] | None) -> tuple[int, int]:
         start = len(self.items)
-        merged = {**(self.meta or {}), **(meta or {})} or None
+        merged = self._meta(meta)
         for program, inp, out in triples:
             self.items.append(CheckItem(program=program, input=inp, output=out,
-                                        entry=self.entry, meta=merged))
+                                        entry=self.entry, determinism_runs=runs, meta=merged))
+        return start, len(self.items)
+
+    def _compare(self, pairs: Sequence[tuple[str, str]], meta: dict[str, Any] | None
+                 ) -> tuple[int, int]:
+        """Comparison items (known value, predicted value): nothing runs."""
+        start = len(self.items)
+        merged = self._meta(meta)
+        for known, predicted in pairs:
+            self.items.append(CheckItem(input=known, output=predicted, meta=merged))
         return start, len(self.items)
 
     def add_proposal(self, program: str, inputs: Sequence[str], *,
                      min_valid: int | None = None,
                      meta: dict[str, Any] | None = None) -> ProposalSlot:
         """(p, ik, null) for each input: validates a proposal and computes gold outputs."""
-        start, stop = self._add([(program, i, None) for i in inputs], meta)
+        start, stop = self._add([(program, i, None) for i in inputs], self.proposal_runs, meta)
         return ProposalSlot(start, stop, min_valid)
 
     def add_deduction(self, program: str, input: str, predicted_output: str, *,
+                      gold_output: str | None = None,
                       meta: dict[str, Any] | None = None) -> AnswerSlot:
-        return AnswerSlot(*self._add([(program, input, predicted_output)], meta))
+        """With the task's gold output, a comparison (nothing runs); without, (p, i, o')."""
+        if gold_output is not None:
+            return AnswerSlot(*self._compare([(gold_output, predicted_output)], meta))
+        return AnswerSlot(*self._add([(program, input, predicted_output)], self.answer_runs,
+                                     meta))
 
     def add_abduction(self, program: str, predicted_input: str, gold_output: str, *,
+                      gold_input: str | None = None,
                       meta: dict[str, Any] | None = None) -> AnswerSlot:
-        return AnswerSlot(*self._add([(program, predicted_input, gold_output)], meta))
+        """(p, i', o*); an answer that is the task's own input text reuses its gold output."""
+        if gold_input is not None and predicted_input == gold_input:
+            return AnswerSlot(*self._compare([(gold_output, gold_output)], meta))
+        return AnswerSlot(*self._add([(program, predicted_input, gold_output)],
+                                     self.answer_runs, meta))
 
     def add_induction(self, predicted_program: str, hidden: Sequence[IOPairLike], *,
+                      gold_program: str | None = None,
                       meta: dict[str, Any] | None = None) -> AnswerSlot:
+        """(p', ik, ok) per hidden pair; an answer that is the task's own program text reuses
+        the gold outputs its validation computed."""
         pairs = [IOPair.coerce(pair) for pair in hidden]
         if not pairs:
             raise InvalidArgumentError("an induction answer needs at least one hidden pair")
+        if gold_program is not None and predicted_program == gold_program:
+            return AnswerSlot(*self._compare([(p.output, p.output) for p in pairs], meta))
         return AnswerSlot(*self._add([(predicted_program, p.input, p.output) for p in pairs],
-                                     meta))
+                                     self.answer_runs, meta))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -9,7 +9,10 @@ in a local process pool. Switching to the sandboxed service is one import:
 
 The constructor accepts the reference's arguments (`timeout_length`, `ast_check`,
 `max_workers`, ...) plus the service's (`url`, `api_key`, `policy`, ...; the URL defaults to
-`AZR_VERIFY_URL`). Method names, signatures and return conventions are the reference's:
+`AZR_VERIFY_URL`). Determinism runs follow the reference: `determinism_runs` (2) for
+`check_all(check_determinism=True)`, `answer_determinism_runs` (1) for answer checks; a
+predicted output is compared with the gold one by the service without running anything.
+Method names, signatures and return conventions are the reference's:
 
 - `check_all(code, inputs, banned_keywords, check_determinism, imports, check_error,
   banned_keywords_for_errors_and_exceptions) -> (bool, str | None)`: `(True, repr of the
@@ -52,6 +55,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from ._sync import Client
+from .azr import ANSWER_DETERMINISM_RUNS
 from .config import ClientConfig
 from .errors import SandboxFailure
 from .models import CheckItem, CheckResult, Verdict
@@ -60,7 +64,6 @@ log = logging.getLogger("azr_verify.client.azr_executor")
 
 SandboxErrorMode = Literal["reference", "raise"]
 
-IDENTITY_PROGRAM = "def f(x):\n    return x"
 APPLY_ENTRY = "azr_apply_result"
 DONE = "Done"
 NO_ERROR = "NoError"
@@ -160,7 +163,9 @@ class ServiceExecutor:
                  *, url: str | None = None, api_key: str | None = None,
                  client: Client | None = None, config: ClientConfig | None = None,
                  policy: str | None = None, on_sandbox_error: SandboxErrorMode = "reference",
-                 determinism_runs: int = 2, memory_mb: int | None = None) -> None:
+                 determinism_runs: int = 2,
+                 answer_determinism_runs: int = ANSWER_DETERMINISM_RUNS,
+                 memory_mb: int | None = None) -> None:
         if runtime is not None or get_answer_symbol or get_answer_expr or \
                 get_answer_from_stdout:
             raise ValueError("ServiceExecutor evaluates expressions only: runtime, "
@@ -177,7 +182,8 @@ class ServiceExecutor:
         self.ast_check = ast_check  # the service always checks syntax
         self.max_workers = max_workers  # concurrency is the service's business
         self.on_sandbox_error = on_sandbox_error
-        self.determinism_runs = determinism_runs
+        self.determinism_runs = determinism_runs  # check_all(check_determinism=True)
+        self.answer_determinism_runs = answer_determinism_runs  # eval_*_prediction
         self.memory_mb = memory_mb
         self.sandbox_errors = 0
         self._client = client
@@ -196,6 +202,11 @@ class ServiceExecutor:
         return CheckItem(program=program, input=inputs, output=output, entry=entry,
                          determinism_runs=runs, timeout_s=float(self.timeout_length),
                          memory_mb=self.memory_mb, meta={"source": "azr_executor"})
+
+    def _comparison(self, gold_output: str, agent_output: str) -> CheckItem:
+        """Compared on the service's trusted side with its literal parser; nothing runs."""
+        return CheckItem(input=gold_output, output=agent_output,
+                         meta={"source": "azr_executor"})
 
     def _check(self, items: Sequence[CheckItem]) -> list[CheckResult]:
         return self.client.check(list(items), self.config.policy) if items else []
@@ -267,19 +278,18 @@ class ServiceExecutor:
                               imports: Sequence[str] = ()) -> float | None:
         """1.0 when `f(agent_input) == gold_output` (abduction)."""
         [result] = self._check([self._item(with_imports(code, imports), agent_input,
-                                           gold_output)])
+                                           gold_output, runs=self.answer_determinism_runs)])
         return self._score(result, "eval_input_prediction")
 
     def eval_output_prediction(self, code: str, gold_output: str, agent_output: str,
                                imports: Sequence[str] = ()) -> float | None:
         """1.0 when `agent_output` equals `gold_output` as a value (deduction). The program
-        is not needed: the service compares the two literals (the identity function run on
-        the gold output, checked against the prediction)."""
+        is not needed: the service parses and compares the two literals and runs nothing."""
         if agent_output.strip() and agent_output.strip() == gold_output.strip():
             return 1.0
         if not agent_output.strip():
             return 0.0
-        [result] = self._check([self._item(IDENTITY_PROGRAM, gold_output, agent_output)])
+        [result] = self._check([self._comparison(gold_output, agent_output)])
         return self._score(result, "eval_output_prediction")
 
     def _k_scores(self, results: Sequence[CheckResult], where: str) -> list[float]:
@@ -296,7 +306,9 @@ class ServiceExecutor:
         """One score per predicted input, in order, from one request."""
         program = with_imports(code, imports)
         answers = _as_list(k_agent_inputs)
-        results = self._check([self._item(program, a, gold_output) for a in answers])
+        results = self._check([self._item(program, a, gold_output,
+                                          runs=self.answer_determinism_runs)
+                               for a in answers])
         return self._k_scores(results, "eval_k_input_prediction")
 
     def eval_k_output_prediction(self, code: str, gold_output: str,
@@ -313,7 +325,7 @@ class ServiceExecutor:
                 scores.append(1.0)
             else:
                 scores.append(None)
-                items.append(self._item(IDENTITY_PROGRAM, gold_output, answer))
+                items.append(self._comparison(gold_output, answer))
         checked = iter(self._k_scores(self._check(items), "eval_k_output_prediction"))
         return [next(checked) if s is None else s for s in scores]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -53,21 +53,33 @@ class Violation(BaseModel):
 
 
 class CheckItem(BaseModel):
-    """One triple to check, with optional per-item limits (capped by the server)."""
+    """One triple to check, with optional per-item limits (capped by the server).
+
+    Without a program the item is a comparison: `input` holds a known literal (a gold output),
+    `output` the literal to compare it with, and the service decides without running anything.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     id: str | int | None = Field(default=None, description="Echoed back in the result.")
-    program: str = Field(description="Python source defining the entry function.")
-    input: str = Field(description="Literal call arguments, e.g. \"[1, 2], 'a', k=3\".")
+    program: str | None = Field(default=None, description="Python source defining the entry "
+                                "function; omitted: a comparison of `input` with `output`.")
+    input: str = Field(description="Literal call arguments, e.g. \"[1, 2], 'a', k=3\"; for a "
+                       "comparison, one literal value.")
     output: str | None = Field(default=None, description="Expected repr of the return value; "
-                               "null means compute it.")
+                               "null means compute it (required for a comparison).")
     entry: str = Field(default="f", pattern=ENTRY_PATTERN, max_length=128)
     determinism_runs: int | None = Field(default=None, ge=1, le=16)
     timeout_s: float | None = Field(default=None, gt=0)
     memory_mb: int | None = Field(default=None, ge=16)
     meta: dict[str, Any] | None = Field(default=None, description="Opaque client data (step, "
                                         "role, task type...) kept in the audit log.")
+
+    @model_validator(mode="after")
+    def _comparison_needs_output(self) -> CheckItem:
+        if self.program is None and self.output is None:
+            raise ValueError("an item without a program is a comparison and needs an output")
+        return self
 
 
 class AppliedLimits(BaseModel):

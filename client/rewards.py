@@ -7,10 +7,13 @@ but wrong, -1 when it is malformed. Task data comes from dataset columns:
 | column      | deduction | abduction | induction                               |
 |-------------|-----------|-----------|-----------------------------------------|
 | `task_type` | yes       | yes       | yes                                     |
-| `program`   | yes       | yes       | -                                       |
-| `input`     | yes       | -         | -                                       |
-| `output`    | -         | yes       | -                                       |
+| `program`   | yes (1)   | yes       | -                                       |
+| `input`     | yes (1)   | optional  | -                                       |
+| `output`    | optional  | yes       | -                                       |
 | `hidden`    | -         | -         | list of [input, output] (or JSON text)  |
+
+(1) not needed when the gold `output` is given: a deduction answer is then compared with it and
+nothing runs. An abduction answer equal to the task's own `input` reuses its gold output.
 
 A `sandbox_error` is the verifier's failure, not the model's, and is never scored as a wrong
 answer: `on_sandbox_error="raise"` raises `SandboxFailure` (TRL's default here), `"none"`
@@ -61,11 +64,14 @@ class SolverTask:
 
     def add_to(self, batch: CheckBatch, answer: str) -> AnswerSlot:
         if self.task_type is TaskType.DEDUCTION:
+            if self.output is not None:  # the gold output: compared, nothing runs
+                return batch.add_deduction(self.program or "", self.input or "", answer,
+                                           gold_output=self.output)
             return batch.add_deduction(_need(self.program, "program"),
                                        _need(self.input, "input"), answer)
         if self.task_type is TaskType.ABDUCTION:
             return batch.add_abduction(_need(self.program, "program"), answer,
-                                       _need(self.output, "output"))
+                                       _need(self.output, "output"), gold_input=self.input)
         return batch.add_induction(answer, self.hidden)
 
 

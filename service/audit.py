@@ -92,7 +92,7 @@ class AuditRecord(BaseModel):
     time: float = Field(description="UNIX time it was checked.")
     program_hash: str = Field(description="sha256 of the whole program text.")
     program: str = Field(description="The program, or its first `audit_excerpt_chars` "
-                         "characters (see `truncated`).")
+                         "characters (see `truncated`); empty for a comparison item.")
     program_chars: int | None = Field(None, description="Length of the whole program.")
     input: str = Field(description="The input, or an excerpt of it.")
     input_hash: str | None = Field(None, description="sha256 of the whole input.")
@@ -235,9 +235,10 @@ def _record(item: CheckItem, result: CheckResult, policy: PolicyName, key_name: 
         item_id = excerpt("item_id", item_id, MAX_ITEM_ID_CHARS)
     if len(result.violations) > MAX_VIOLATIONS:
         truncated.append("violations")
+    program = item.program or ""  # "" for a comparison item: nothing ran
     return AuditRecord(
-        time=stamp, program_hash=text_hash(item.program), program_chars=len(item.program),
-        program=excerpt("program", item.program),
+        time=stamp, program_hash=text_hash(program), program_chars=len(program),
+        program=excerpt("program", program),
         input=excerpt("input", item.input), input_hash=text_hash(item.input),
         input_chars=len(item.input),
         output=None if item.output is None else excerpt("output", item.output),

@@ -36,6 +36,8 @@ CHUNK = 256
 EXIT_FAIL_ON = 1
 EXIT_INFRASTRUCTURE = 2
 _SHOWN_INPUT_CHARS = 40
+TRIVIAL_WORKLOAD = "trivial"
+AZR_STEP_WORKLOAD = "azr-step"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -222,6 +224,20 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.workload == AZR_STEP_WORKLOAD:
+        if args.http or args.audit:
+            raise SystemExit("azr-verify bench: --workload azr-step runs on its own "
+                             "(not with --http or --audit)")
+        from azr_verify.service.azr_step.bench import run_azr_step_bench
+        from azr_verify.service.azr_step.workload import StepShape
+
+        try:
+            shape = StepShape(proposals_per_type=args.batch, solver_answers_per_type=args.batch)
+        except ValueError as exc:
+            raise SystemExit(f"azr-verify bench: --batch: {exc}") from None
+        print(run_azr_step_bench(_settings(args), steps=args.steps, seed=args.seed,
+                                 naive_helpers=args.naive_helpers, shape=shape))
+        return 0
     if args.audit:
         from azr_verify.service.api.audit_bench import run_audit_bench
 
@@ -341,6 +357,13 @@ def _train(args: argparse.Namespace, rest: Sequence[str]) -> int:
     return train_main(list(rest))
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="azr-verify",
@@ -378,7 +401,29 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_flags(check)
     check.set_defaults(handler=_check)
 
-    bench = commands.add_parser("bench", help="engine triples/s against a naive baseline")
+    bench = commands.add_parser(
+        "bench", help="engine triples/s against a naive baseline",
+        description="Measures the engine against a naive baseline (default), the HTTP service "
+                    "(--http), the audit log (--audit), or one AZR training step's "
+                    "verification against AZR's in-process reference executor "
+                    "(--workload azr-step). Every table has its baseline from the same run.")
+    bench.add_argument("--workload", choices=[TRIVIAL_WORKLOAD, AZR_STEP_WORKLOAD],
+                       default=TRIVIAL_WORKLOAD,
+                       help="trivial: distinct `x * k + 1` programs (default); azr-step: 64 "
+                            "proposals per task type, 8 learnability rollouts per valid "
+                            "proposal and 64 solver answers per type, through the trainer's "
+                            "verifier against a served instance, beside the reference executor")
+    bench.add_argument("--steps", type=_positive_int, default=3,
+                       help="measured steps (--workload azr-step; default 3)")
+    bench.add_argument("--seed", type=int, default=0,
+                       help="seed of the generated steps (--workload azr-step; default 0)")
+    bench.add_argument("--batch", type=_positive_int, default=64,
+                       help="proposals and solver answers per task type (--workload azr-step; "
+                            "default 64, AZR's)")
+    bench.add_argument("--naive-helpers", action="store_true",
+                       help="also run each step with naive helpers (deduction answers "
+                            "executed, answers at the default determinism runs, nothing "
+                            "reused), to show the executions the AZR helpers save")
     bench.add_argument("--triples", type=int, default=4000, help="engine workload size")
     bench.add_argument("--baseline-triples", type=int, default=200,
                        help="baseline workload size (it is slow)")

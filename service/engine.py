@@ -39,6 +39,7 @@ from azr_verify.service.sandbox.protocol import (
     ZygoteLauncher,
 )
 from azr_verify.service.testcases import ScriptRunner
+from azr_verify.service.verify.compare import compare_item
 from azr_verify.service.verify.equality import values_equal
 from azr_verify.service.verify.literals import LiteralError, parse_call_arguments
 from azr_verify.service.verify.policy import ProgramCheck
@@ -166,6 +167,11 @@ class Engine:
         tenant = object()  # this call's lane in the pool: calls take turns (sandbox/fair_queue)
 
         for index, item in enumerate(items):
+            if item.program is None:  # a comparison: decided here, nothing runs
+                results[index] = compare_item(item, self._parse_literal,
+                                              self.settings.reject_none_output)
+                done += 1
+                continue
             early = self._static_verdict(item, policy)
             if early is not None:
                 results[index] = early

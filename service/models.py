@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ENTRY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_META_DEPTH = 32
@@ -71,15 +71,24 @@ class Violation(BaseModel):
 
 
 class CheckItem(BaseModel):
-    """One triple to check, with optional per-item limits (capped by the server)."""
+    """One triple to check, with optional per-item limits (capped by the server).
+
+    Without a program the item is a *comparison* (docs/design.md §2): `input` is one literal
+    value known from an earlier check (a gold output) and `output` the literal to compare it
+    with; both are parsed and compared on the trusted side and nothing runs.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     id: str | int | None = Field(None, description="Echoed back in the result.")
-    program: str = Field(description="Python source defining the entry function.")
-    input: str = Field(description="Literal call arguments, e.g. \"[1, 2], 'a', k=3\".")
+    program: str | None = Field(None, description="Python source defining the entry function. "
+                                "Omitted: a comparison of `input` (one literal value, e.g. a "
+                                "gold output) with `output`, decided without running anything "
+                                "(an AZR deduction answer).")
+    input: str = Field(description="Literal call arguments, e.g. \"[1, 2], 'a', k=3\"; for a "
+                       "comparison, one literal value.")
     output: str | None = Field(None, description="Expected repr of the return value; null "
-                               "means compute it.")
+                               "means compute it (required for a comparison).")
     entry: str = Field("f", pattern=ENTRY_PATTERN, max_length=128)
     determinism_runs: int | None = Field(None, ge=1, le=16)
     timeout_s: float | None = Field(None, gt=0)
@@ -95,6 +104,12 @@ class CheckItem(BaseModel):
         if meta is not None and _depth(meta) > MAX_META_DEPTH:
             raise ValueError(f"meta is nested more than {MAX_META_DEPTH} levels deep")
         return meta
+
+    @model_validator(mode="after")
+    def _comparison_needs_output(self) -> CheckItem:
+        if self.program is None and self.output is None:
+            raise ValueError("an item without a program is a comparison and needs an output")
+        return self
 
 
 class Limits(BaseModel):

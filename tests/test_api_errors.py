@@ -93,15 +93,16 @@ def test_wrong_types_are_422(client: httpx.Client, payload: object) -> None:
     assert error["details"]
 
 
-@pytest.mark.parametrize("payload", [
-    {},
-    {"items": [{"input": "1"}]},
-    {"items": [{"program": "def f(x): return x"}]},
-], ids=["no-items", "no-program", "no-input"])
-def test_missing_fields_are_422(client: httpx.Client, payload: object) -> None:
+@pytest.mark.parametrize(("payload", "message"), [
+    ({}, "Field required"),
+    # Without a program an item is a comparison (docs/design.md §2), which needs an output.
+    ({"items": [{"input": "1"}]}, "a comparison and needs an output"),
+    ({"items": [{"program": "def f(x): return x"}]}, "Field required"),
+], ids=["no-items", "no-program-nor-output", "no-input"])
+def test_missing_fields_are_422(client: httpx.Client, payload: object, message: str) -> None:
     response = client.post("/v1/check", json=payload)
     assert response.status_code == 422
-    assert "Field required" in error_of(response)["message"]
+    assert message in error_of(response)["message"]
 
 
 @pytest.mark.parametrize("payload", [

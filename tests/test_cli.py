@@ -90,6 +90,22 @@ def test_missing_file_is_a_clear_error() -> None:
     assert "no such file" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_bench_azr_step_runs_a_step_beside_the_reference() -> None:
+    result = run_cli("bench", "--workload", "azr-step", "--steps", "1", "--batch", "10",
+                     "--naive-helpers", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    for side in ("azr-verify, AZR helpers", "azr-verify, naive helpers", "reference executor"):
+        assert side in result.stdout
+    assert "time / baseline" in result.stdout and "executions" in result.stdout
+    assert "azr-verify, AZR helpers: every verdict as planned" in result.stdout
+    assert "azr-verify, naive helpers: every verdict as planned" in result.stdout
+    # A progress line per phase.
+    for phase in ("propose:", "learnability:", "solve:"):
+        assert f"step 1/1 azr-verify, AZR helpers: {phase}" in result.stderr
+    refused = run_cli("bench", "--workload", "azr-step", "--http")
+    assert refused.returncode != 0 and "on its own" in refused.stderr
+
+
 def test_bench_prints_both_rates_and_ratio() -> None:
     result = run_cli("bench", "--triples", "40", "--baseline-triples", "4", "--workers", "2")
     assert result.returncode == 0, result.stderr

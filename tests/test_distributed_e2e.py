@@ -245,11 +245,15 @@ def mixed_batch(tag: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
         {"id": "huge", "program": f"def f(x):\n    return 'x' * 10**7  # {tag}", "input": "0"},
         {"id": "dict", "program": f"def f(x):\n    return {{'b': 1, 'a': [x, 2.5]}}  # {tag}",
          "input": "(1, 2)", "output": "{'a': [(1, 2), 2.5], 'b': 1}"},
+        # Comparisons (no program): decided by the worker's engine without running anything.
+        {"id": "same", "input": "{'a': {1, 2}, 'b': nan}", "output": "{'b': nan, 'a': {2, 1}}"},
+        {"id": "differs", "input": "[1]", "output": "(1,)"},
     ]
     verdicts = {f"{tag}-ok-{i}": "accepted" for i in range(20)} | {
         "wrong": "wrong_output", "raise": "runtime_error", "unsafe": "unsafe",
         "syntax": "syntax_error", "nondet": "nondeterministic", "gen": "not_literal",
-        "loop": "timeout", "huge": "output_limit", "dict": "accepted"}
+        "loop": "timeout", "huge": "output_limit", "dict": "accepted", "same": "accepted",
+        "differs": "wrong_output"}
     return items, verdicts
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azr_verify.client import (
+    ANSWER_DETERMINISM_RUNS,
     AnswerOutcome,
     AnswerSlot,
     CheckBatch,
@@ -62,12 +63,31 @@ class AnswerCandidate:
 @dataclass
 class Verifier:
     """Builds each stage's batch, sends it, folds it; counts every verdict it sees, per
-    stage."""
+    stage.
+
+    `proposal_runs` / `answer_runs` are the determinism runs of each kind of check (None: the
+    service's default); with `reuse_known_outputs` a deduction answer is compared with its
+    task's gold output (nothing runs) and an answer that repeats its task's input or program
+    reuses the gold outputs (client/azr.py). `naive()` is the configuration without either
+    saving, for the benchmark's before/after.
+    """
 
     client: Client
     policy: str
+    proposal_runs: int | None = None
+    answer_runs: int | None = ANSWER_DETERMINISM_RUNS
+    reuse_known_outputs: bool = True
     verdicts: Counter[str] = field(default_factory=Counter)
     by_stage: dict[str, Counter[str]] = field(default_factory=dict)
+
+    @classmethod
+    def naive(cls, client: Client, policy: str) -> Verifier:
+        """Every answer executed with the service's default determinism runs."""
+        return cls(client, policy, answer_runs=None, reuse_known_outputs=False)
+
+    def _batch(self, meta: dict[str, Any]) -> CheckBatch:
+        return CheckBatch(meta=meta, proposal_runs=self.proposal_runs,
+                          answer_runs=self.answer_runs)
 
     def reset_counts(self) -> None:
         self.verdicts.clear()
@@ -85,7 +105,7 @@ class Verifier:
     def proposals(self, candidates: Sequence[ProposalCandidate | None],
                   meta: dict[str, Any]) -> list[ProposalCheck | None]:
         """None in, None out (malformed proposals are never sent)."""
-        batch = CheckBatch(meta=meta)
+        batch = self._batch(meta)
         slots: list[ProposalSlot | None] = []
         for cand in candidates:
             if cand is None:
@@ -139,20 +159,25 @@ class Verifier:
     def answers(self, candidates: Sequence[AnswerCandidate], meta: dict[str, Any]
                 ) -> list[AnswerOutcome | None]:
         """One outcome per candidate; None for a malformed answer (never sent)."""
-        batch = CheckBatch(meta=meta)
+        batch = self._batch(meta)
+        reuse = self.reuse_known_outputs
         slots: list[AnswerSlot | None] = []
         for cand in candidates:
             item_meta = {"task_type": cand.task_type.value}
+            task = cand.task
             if cand.answer is None:
                 slots.append(None)
-            elif isinstance(cand.task, InductionTask):
-                slots.append(batch.add_induction(cand.answer, cand.task.hidden,
+            elif isinstance(task, InductionTask):
+                slots.append(batch.add_induction(cand.answer, task.hidden,
+                                                 gold_program=task.program if reuse else None,
                                                  meta=item_meta))
             elif cand.task_type is TaskType.DEDUCTION:
-                slots.append(batch.add_deduction(cand.task.program, cand.task.input,
-                                                 cand.answer, meta=item_meta))
+                slots.append(batch.add_deduction(task.program, task.input, cand.answer,
+                                                 gold_output=task.output if reuse else None,
+                                                 meta=item_meta))
             else:
-                slots.append(batch.add_abduction(cand.task.program, cand.answer,
-                                                 cand.task.output, meta=item_meta))
+                slots.append(batch.add_abduction(task.program, cand.answer, task.output,
+                                                 gold_input=task.input if reuse else None,
+                                                 meta=item_meta))
         results = self._run(batch, str(meta.get("stage", "solve")))
         return [None if slot is None else slot.outcome(results) for slot in slots]

@@ -16,28 +16,31 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from azr_verify.service.api.bench_support import (
+    START_TIMEOUT_S,
+    child_env,
+    cli_argv,
+    managed_process,
+    redis_server,
+    served_api,
+)
 from azr_verify.service.bench import trivial_items
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, PolicyName, Verdict
 
 BATCH = 256
-START_TIMEOUT_S = 60.0
 # Offsets that keep each phase's programs distinct from every other phase's.
 _PHASE_OFFSET = 10_000_000
 
@@ -76,64 +79,6 @@ def _check_accepted(results: list[dict[str, Any]]) -> None:
     bad = [r for r in results if r["verdict"] != Verdict.ACCEPTED.value]
     if bad:
         raise RuntimeError(f"benchmark item not accepted: {bad[0]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _child_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AZR_VERIFY_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"AZR_VERIFY_{name.upper()}"] = value if isinstance(value, str) \
-                else json.dumps(value)
-    return env
-
-
-def _wait(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not become ready")
-
-
-@contextmanager
-def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=out)
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "azr_verify.service.cli", *args]
-
-
-@contextmanager
-def _api(settings: Settings, logs: Path) -> Iterator[str]:
-    port = _free_port()
-    with _process(_cli("serve", "--host", "127.0.0.1", "--port", str(port)),
-                  _child_env(settings), logs / f"api-{port}.log") as process:
-        url = f"http://127.0.0.1:{port}"
-        _wait(f"{url}/readyz", process)
-        yield url
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -215,22 +160,6 @@ def _warm(url: str, phases: _Phases, runs: int) -> None:
             _post(client, _payload([item]))
 
 
-@contextmanager
-def _redis(binary: str, directory: Path) -> Iterator[str]:
-    port = _free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-            "no", "--dir", str(directory)]
-    with _process(argv, dict(os.environ), directory / "redis.log"):
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-
-
 def _wait_workers(url: str, count: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -241,20 +170,21 @@ def _wait_workers(url: str, count: int) -> None:
     raise RuntimeError(f"{count} workers did not report in time")
 
 
-def bench_distributed(settings: Settings, redis_server: str, phases: _Phases, triples: int,
+def bench_distributed(settings: Settings, redis_binary: str, phases: _Phases, triples: int,
                       single: int, runs: int, rounds: int, worker_counts: Sequence[int],
                       logs: Path) -> list[Row]:
     rows: list[Row] = []
     redis_dir = logs / "redis"
     redis_dir.mkdir()
-    with _redis(redis_server, redis_dir) as redis_url:
+    with redis_server(redis_binary, redis_dir) as redis_url:
         distributed = settings.model_copy(update={"redis_url": redis_url})
-        with _api(distributed, logs) as url, ExitStack() as workers:
+        with served_api(distributed, logs) as url, ExitStack() as workers:
             running = 0
             for count in worker_counts:
                 while running < count:
-                    workers.enter_context(_process(_cli("worker"), _child_env(distributed),
-                                                   logs / f"worker-{running}.log"))
+                    workers.enter_context(managed_process(
+                        cli_argv("worker"), child_env(distributed),
+                        logs / f"worker-{running}.log"))
                     running += 1
                 _wait_workers(url, count)
                 _warm(url, phases, runs)
@@ -281,7 +211,7 @@ def run_http_bench(settings: Settings, triples: int = 2048, single: int = 200,
     with tempfile.TemporaryDirectory(prefix="azr-bench-") as tmp:
         logs = Path(tmp)
         embedded = settings.model_copy(update={"redis_url": None, "data_dir": logs / "data"})
-        with Engine.start(settings) as engine, _api(embedded, logs) as url:
+        with Engine.start(settings) as engine, served_api(embedded, logs) as url:
             engine.check(phases.items(64, determinism_runs), PolicyName.AZR)  # warm-up
             _warm(url, phases, determinism_runs)
             for _ in range(rounds):
@@ -293,11 +223,11 @@ def run_http_bench(settings: Settings, triples: int = 2048, single: int = 200,
                 keep(http_single(url, "HTTP embedded", phases, single, determinism_runs))
         rows = [_merge(group) for group in measured.values()]
         skipped = None
-        redis_server = shutil.which("redis-server")
-        if distributed and redis_server is None:
+        redis_binary = shutil.which("redis-server")
+        if distributed and redis_binary is None:
             skipped = "distributed mode skipped: redis-server is not installed"
-        elif distributed and redis_server is not None:
-            rows += bench_distributed(embedded, redis_server, phases, triples, single // 2,
+        elif distributed and redis_binary is not None:
+            rows += bench_distributed(embedded, redis_binary, phases, triples, single // 2,
                                       determinism_runs, rounds, worker_counts, logs)
     return format_rows(rows, rows[0], settings, determinism_runs, rounds, skipped)
 
