@@ -4,7 +4,7 @@ One protocol, two stores: SQLite under `data_dir` in embedded mode, a Redis stre
 distributed mode (workers write, the API reads). Records are stored as ASCII JSON: model-written
 programs may hold lone surrogates, which neither SQLite's UTF-8 nor Redis' clients accept raw.
 
-Records are bounded (docs/design.md §9.7): program, input, output, error and meta are kept as
+Records are bounded (docs/design.md §9.6): program, input, output, error and meta are kept as
 excerpts of at most `audit_excerpt_chars` characters, with the full texts' sha256 and length,
 so a 12 MB program costs an audit row a few KB.
 

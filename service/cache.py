@@ -83,7 +83,7 @@ class ResultCache(Protocol):
 
 
 class MemoryCache:
-    """A thread-safe LRU bounded by the bytes its entries keep alive (docs/design.md §9.7)."""
+    """A thread-safe LRU bounded by the bytes its entries keep alive (docs/design.md §9.6)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
                                  "cannot choose one). azr refuses input() and sys, which "
                                  "stdin programs need; the sandbox holds under either.")
 
-    # Engine: caches are bounded by the bytes they hold (docs/design.md §9.7)
+    # Engine: caches are bounded by the bytes they hold (docs/design.md §9.6)
     result_cache_bytes: int = Field(128 * MIB, ge=0, description="Bytes the in-process "
                                     "result cache may hold (embedded mode and the CLI).")
     program_cache_bytes: int = Field(32 * MIB, ge=0, description="Bytes the memo of static "

@@ -3,7 +3,7 @@
 AZR checks the same program for every answer and parses the same expected output in every run,
 so both are memoised. Keys are content hashes (a memoised 12 MB program costs 32 bytes of key,
 not 12 MB), values are charged what they keep alive, and each memo is a `ByteLRU` with its own
-byte budget (docs/design.md §9.7).
+byte budget (docs/design.md §9.6).
 
 `ProgramChecks` also refuses programs over `max_program_chars` before parsing them: parsing and
 compiling a program is one C call that holds the GIL (about 1 ms per KB), so the cap bounds how

@@ -1,5 +1,5 @@
 """The trusted process under hostile requests, against a real `azr-verify serve` (docs/design.md
-§9.7): bounded CPU per byte, refusals at the caps, /healthz answered while a heavy request is
+§9.6): bounded CPU per byte, refusals at the caps, /healthz answered while a heavy request is
 in flight, slow bodies timed out, in-flight body bytes capped, RSS bounded.
 
 No wall clock decides anything here: CPU time is the server's own, read from /proc; "while in

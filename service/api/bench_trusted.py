@@ -1,6 +1,6 @@
 """`azr-verify bench --trusted`: what hostile requests cost the trusted process, measured.
 
-A real `azr-verify serve` runs as its own process. For each attack of docs/design.md §9.7 (in
+A real `azr-verify serve` runs as its own process. For each attack of docs/design.md §9.6 (in
 `input` and in `output`), and for a benign request of about the same size (the baseline), it
 reports the verdict, the server process's CPU time for the request (from /proc, so sandboxes
 are not counted) per 100 KB of body, and the latency of /healthz polled from another thread

@@ -8,7 +8,7 @@ which evaluates the same text in its restricted namespace.
 
 The result is a `Literal`: the value's canonical encoding (`canonical.py`), never a Python set
 or dict, so no text can make the trusted process hash colliding values. Work and memory are
-bounded per character of text (docs/design.md §9.7):
+bounded per character of text (docs/design.md §9.6):
 
 - `max_chars` characters, `max_depth` nested brackets (Python's own parser stops at 200),
   `max_nodes` values in all, `max_int_digits` digits in a decimal integer (CPython's
