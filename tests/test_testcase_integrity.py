@@ -188,12 +188,14 @@ def test_output_floods_on_stdout_and_stderr(shared: Engine) -> None:
 # pipe ran out of slots before bytes) and hung the zygote: the attacker and every item queued in
 # the same frame got sandbox_error. The runner now fills that pipe without blocking.
 def test_small_write_floods(shared: Engine) -> None:
+    # A generous wall clock: the cap (1 MiB a stream), not the clock, must end both floods,
+    # even with the machine loaded (a million one-byte writes took over a second under load).
     attackers = [
         attack("lines_on_stderr",
                "import sys\nwhile True:\n    print('e' * 100, file=sys.stderr)\n",
-               Expect(Verdict.OUTPUT_LIMIT), timeout_s=1.0),
+               Expect(Verdict.OUTPUT_LIMIT), timeout_s=20.0),
         attack("byte_at_a_time", "import os\nwhile True:\n    os.write(1, b'z')\n",
-               Expect(Verdict.OUTPUT_LIMIT), timeout_s=1.0),
+               Expect(Verdict.OUTPUT_LIMIT), timeout_s=20.0),
     ]
     run_between_neighbours(shared, attackers)
 
