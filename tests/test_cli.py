@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,4 +111,11 @@ def test_bench_prints_both_rates_and_ratio() -> None:
     result = run_cli("bench", "--triples", "40", "--baseline-triples", "4", "--workers", "2")
     assert result.returncode == 0, result.stderr
     assert "engine" in result.stdout and "naive python -c" in result.stdout
-    assert "ratio engine / baseline" in result.stdout
+    assert "in-process exec, one worker (AZR's)" in result.stdout
+    assert "ratio engine / naive python -c per execution" in result.stdout
+    assert "ratio engine / in-process exec" in result.stdout
+    # What a sandboxed execution cost, from the kernel's accounting of the real children.
+    faults = re.search(r"the sandboxed child's (\d+) minor page faults and ([\d.]+) ms",
+                       result.stdout)
+    assert faults is not None, result.stdout
+    assert int(faults[1]) > 0 and float(faults[2]) > 0
