@@ -21,6 +21,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("service", "client", "trainer_adapter")
@@ -49,15 +50,19 @@ try:
         latencies.append((time.perf_counter() - sent) * 1000)
         assert result.verdict.value == "accepted", result
     batch = items(triples)
+    before = engine.pool.stats()
     started = time.perf_counter()
     for start in range(0, triples, 256):
         results = engine.check(batch[start:start + 256], PolicyName.AZR)
         assert all(r.verdict.value == "accepted" for r in results), results
     seconds = time.perf_counter() - started
+    after = engine.pool.stats()
+    faults = (after.child_minor_faults - before.child_minor_faults) / max(
+        1, after.executions - before.executions)
 finally:
     engine.close()
 print(json.dumps({"startup_s": startup, "latencies_ms": latencies, "seconds": seconds,
-                  "triples": triples}))
+                  "triples": triples, "child_faults": faults}))
 """
 
 
@@ -76,6 +81,7 @@ class Round:
     latencies_ms: list[float]
     seconds: float
     triples: int
+    child_faults: float  # minor page faults per sandboxed execution, from the kernel
 
 
 def measure(path_dir: Path, triples: int, single: int, runs: int) -> Round:
@@ -122,14 +128,15 @@ def main() -> int:
     print(f"cpus={os.cpu_count()} zygotes=3 seed_groups=3 determinism_runs="
           f"{args.determinism_runs} rounds={args.rounds} (interleaved)")
     print(f"{'side':<28} {'batch triples/s':>16} {'single p50 ms':>14} {'single p99 ms':>14} "
-          f"{'start-up s':>11}")
+          f"{'start-up s':>11} {'faults/exec':>12}")
     for name, measured in rounds.items():
         best = min(measured, key=lambda m: m.seconds)
         rate = best.triples / best.seconds
         latencies = [ms for m in measured for ms in m.latencies_ms]
         startup = min(m.startup_s for m in measured)
         print(f"{name:<28} {rate:>16.1f} {percentile(latencies, 0.5):>14.2f} "
-              f"{percentile(latencies, 0.99):>14.2f} {startup:>11.2f}")
+              f"{percentile(latencies, 0.99):>14.2f} {startup:>11.2f} "
+              f"{median(m.child_faults for m in measured):>12.0f}")
     return 0
 
 

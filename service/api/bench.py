@@ -5,6 +5,9 @@
 - HTTP embedded: `azr-verify serve` as a separate process, POST /v1/check with batches of 256
   from one and from two concurrent clients, then single-item requests (p50 / p99 latency),
   in rounds interleaved with the engine's;
+- HTTP embedded under load: single-item requests from one client while another client keeps
+  the service saturated with batches of `max_items` (what a trainer's reward call meets when it
+  shares the service with a bulk job), beside the same requests on the idle service;
 - HTTP distributed: a throwaway redis-server, the API and 1 then 2 `azr-verify worker`
   processes on this machine, the same batches.
 
@@ -17,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -153,6 +157,53 @@ def http_single(url: str, what: str, phases: _Phases, count: int, runs: int) -> 
     return Row(f"{what}, single item", count, time.perf_counter() - started, latencies)
 
 
+def http_single_under_load(url: str, what: str, phases: _Phases, count: int, runs: int,
+                           bulk_items: int) -> Row:
+    """Single-item requests while a second client keeps every zygote busy with batches of
+    `bulk_items`; the measurement starts once the service reports every zygote busy."""
+    bulk_bodies = [_payload(phases.items(bulk_items, runs)) for _ in range(4)]
+    singles = phases.items(count, runs)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def bulk() -> None:
+        try:
+            with httpx.Client(base_url=url, timeout=600) as client:
+                for body in bulk_bodies:
+                    if stop.is_set():
+                        return
+                    _post(client, body)
+        except BaseException as error:  # reported by the measuring thread
+            failures.append(error)
+
+    loader = threading.Thread(target=bulk, name="bench-bulk-client", daemon=True)
+    loader.start()
+    latencies: list[float] = []
+    try:
+        with httpx.Client(base_url=url, timeout=600) as client:
+            while not failures and loader.is_alive():
+                executors = client.get("/v1/info").json()["executors"]
+                if executors["states"].get("busy", 0) >= executors["zygotes"]:
+                    break
+                time.sleep(0.01)
+            started = time.perf_counter()
+            for item in singles:
+                if not loader.is_alive():
+                    raise RuntimeError("the bulk client finished before the single-item "
+                                       "requests: give it more work (--triples)")
+                sent = time.perf_counter()
+                _post(client, _payload([item]))
+                latencies.append((time.perf_counter() - sent) * 1000)
+            seconds = time.perf_counter() - started
+    finally:
+        stop.set()
+        loader.join()
+    if failures:
+        raise RuntimeError(f"the bulk client failed: {failures[0]!r}")
+    return Row(f"{what}, single item, another client's batches of {bulk_items} running",
+               count, seconds, latencies)
+
+
 def _warm(url: str, phases: _Phases, runs: int) -> None:
     with httpx.Client(base_url=url, timeout=300) as client:
         _post(client, _payload(phases.items(64, runs)))
@@ -221,6 +272,8 @@ def run_http_bench(settings: Settings, triples: int = 2048, single: int = 200,
                                       clients))
                 keep(engine_single(engine, phases, single, determinism_runs))
                 keep(http_single(url, "HTTP embedded", phases, single, determinism_runs))
+                keep(http_single_under_load(url, "HTTP embedded", phases, single // 2,
+                                            determinism_runs, embedded.max_items))
         rows = [_merge(group) for group in measured.values()]
         skipped = None
         redis_binary = shutil.which("redis-server")
