@@ -222,6 +222,7 @@ def test_pool_container_has_every_hardening_setting(docker_pool: ZygotePool) -> 
                  if env["PYTHONHASHSEED"] == str(drawn.hash_seed))
     assert env.pop("AZR_LAYOUT") == docker_pool.secrets[group].layout
     env.pop("PYTHONHASHSEED")
+    assert env.pop("LD_BIND_NOW") == "1"  # symbols bound once in the zygote, not per child
     assert set(env) <= {"PATH", "HOSTNAME", "HOME"}
 
     # The kernel's view of the runner process itself.

@@ -60,3 +60,14 @@ def test_drain_returns_what_no_worker_took() -> None:
     work.close()
     assert sorted(work.drain()) == [0, 1, 2]
     assert work.take(1) is None
+
+
+def test_take_nowait_returns_at_once_and_keeps_the_turns() -> None:
+    work: FairQueue[str] = FairQueue()
+    assert work.take_nowait(4) == []  # no work: nothing, without waiting
+    for tenant in "ab":
+        for item in range(3):
+            work.put(f"{tenant}{item}", tenant)
+    assert work.take_nowait(3) == ["a0", "b0", "a1"]
+    assert work.take(3) == ["b1", "a2", "b2"]
+    assert work.take_nowait(3) == []

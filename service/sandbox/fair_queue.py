@@ -41,16 +41,24 @@ class FairQueue(Generic[T]):
                 self._ready.wait()
             if not self._size:
                 return None
-            taken: list[T] = []
-            while len(taken) < limit and self._size:
-                tenant, lane = next(iter(self._lanes.items()))
-                taken.append(lane.popleft())
-                self._size -= 1
-                # The lane goes to the back: the next item comes from the next tenant.
-                del self._lanes[tenant]
-                if lane:
-                    self._lanes[tenant] = lane
-            return taken
+            return self._take(limit)
+
+    def take_nowait(self, limit: int) -> list[T]:
+        """Up to `limit` items, round robin over the tenants; none when there is no work."""
+        with self._ready:
+            return self._take(limit)
+
+    def _take(self, limit: int) -> list[T]:
+        taken: list[T] = []
+        while len(taken) < limit and self._size:
+            tenant, lane = next(iter(self._lanes.items()))
+            taken.append(lane.popleft())
+            self._size -= 1
+            # The lane goes to the back: the next item comes from the next tenant.
+            del self._lanes[tenant]
+            if lane:
+                self._lanes[tenant] = lane
+        return taken
 
     def close(self) -> None:
         with self._ready:

@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -199,6 +199,10 @@ class _Worker(threading.Thread):
         self.stop_zygote()
 
     def _serve(self, batch: list[_Job]) -> None:
+        """Ships `batch` and answers it, keeping the zygote fed meanwhile: while a frame is
+        being answered, the next one (work taken without waiting) is already in the zygote's
+        input, so the zygote never idles waiting for this thread between frames, and work that
+        arrives meanwhile is at most one frame behind the one running."""
         try:
             self.ensure_started()
         except SandboxUnavailableError as exc:
@@ -208,28 +212,49 @@ class _Worker(threading.Thread):
             time.sleep(RESTART_BACKOFF_S[min(self._failures_in_a_row,
                                              len(RESTART_BACKOFF_S) - 1)])
             return
-        assert self.connection is not None
+        connection = self.connection
+        assert connection is not None
+        work = self.pool.queues[self.group]
         self.state = ZygoteState.BUSY
-        answered = 0
+        in_flight: deque[list[_Job]] = deque([batch])
+        answered = 0  # items of in_flight[0] answered so far
         try:
-            self.connection.send(encode_frame([job.request for job in batch]))
-            for index, job in enumerate(batch):
-                outcome, observation = self._receive(self.connection, index, job.request)
+            connection.send(encode_frame([job.request for job in batch]))
+            while in_flight:
+                frame = in_flight[0]
+                if len(in_flight) == 1 and not self._recycle_due(len(frame)):
+                    following = work.take_nowait(self.pool.batch_size)
+                    if following:
+                        # In flight before it is sent: if the send fails, its jobs are
+                        # retried with the rest, never dropped.
+                        in_flight.append(following)
+                        connection.send(encode_frame([job.request for job in following]))
+                job = frame[answered]
+                outcome, observation = self._receive(connection, answered, job.request)
                 job.future.set_result(outcome)
                 self.pool.count_execution(observation)
                 answered += 1
+                if answered == len(frame):
+                    in_flight.popleft()
+                    answered = 0
+                    self.executions_since_start += len(frame)
         except (ZygoteDiedError, ValueError) as exc:
-            log.warning("zygote %d failed mid-batch (%d of %d jobs unanswered): %s",
-                        self.index, len(batch) - answered, len(batch), exc)
+            unanswered = in_flight[0][answered:] + [job for frame in list(in_flight)[1:]
+                                                   for job in frame]
+            log.warning("zygote %d failed mid-batch (%d jobs unanswered): %s",
+                        self.index, len(unanswered), exc)
             self.stop_zygote()
             self.pool.count_restart()
-            self._fail_or_retry(batch[answered:], f"sandbox failed: {exc}")
+            self._fail_or_retry(unanswered, f"sandbox failed: {exc}")
             return
         self._failures_in_a_row = 0
         self.state = ZygoteState.IDLE
-        self.executions_since_start += len(batch)
-        if self.executions_since_start >= self.pool.recycle_after:
+        if self._recycle_due(0):
             self.stop_zygote()
+
+    def _recycle_due(self, running: int) -> bool:
+        """Whether the zygote has served its share once the `running` executions are done."""
+        return self.executions_since_start + running >= self.pool.recycle_after
 
     @staticmethod
     def _receive(connection: ZygoteConnection, index: int,
