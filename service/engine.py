@@ -65,7 +65,7 @@ _NO_EXPECTED_OUTPUT = object()
 def build_pool(settings: Settings) -> ZygotePool:
     """The sandbox pool for the configured backend (not started)."""
     if settings.sandbox is BackendName.DOCKER:
-        from azr_verify.service.sandbox.docker_backend import DockerLauncher
+        from azr_verify.service.sandbox.docker.launcher import DockerLauncher
 
         launcher: ZygoteLauncher = DockerLauncher(settings)
         recycle_after = settings.docker_recycle_after
