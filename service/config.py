@@ -52,6 +52,9 @@ class Settings(BaseSettings):
                               description="Executions sent to one zygote per round trip.")
     python: str | None = Field(None, description="Interpreter run inside the process "
                                "sandbox; default: the service's own base interpreter.")
+    bwrap_recycle_after: int = Field(100_000, ge=1, description="Executions before a "
+                                     "bubblewrap zygote is replaced; bounds pid reuse inside "
+                                     "its pid namespace.")
     docker_image: str = Field("azr-verify-sandbox:latest", description="Docker sandbox image.")
     docker_recycle_after: int = Field(2000, ge=1,
                                       description="Executions before a container is replaced.")

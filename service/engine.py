@@ -17,7 +17,7 @@ from typing import Any
 
 from azr_verify.service import __version__
 from azr_verify.service.cache import UNCACHEABLE, CachedRun, MemoryCache, ResultCache, cache_key
-from azr_verify.service.config import BackendName, Settings
+from azr_verify.service.config import Settings
 from azr_verify.service.memo import LiteralParses, ProgramChecks
 from azr_verify.service.models import (
     CheckItem,
@@ -29,6 +29,7 @@ from azr_verify.service.models import (
     TestcaseResult,
     Verdict,
 )
+from azr_verify.service.sandbox.factory import build_pool
 from azr_verify.service.sandbox.outcome import MALFORMED
 from azr_verify.service.sandbox.pool import ZygotePool
 from azr_verify.service.sandbox.protocol import (
@@ -36,7 +37,6 @@ from azr_verify.service.sandbox.protocol import (
     ExecOutcome,
     ExecRequest,
     OutcomeKind,
-    ZygoteLauncher,
 )
 from azr_verify.service.testcases import ScriptRunner
 from azr_verify.service.verify.compare import compare_item
@@ -60,22 +60,6 @@ _AGREED_VERDICTS = {
 }
 # `expected` of an item that gave no output to compare with.
 _NO_EXPECTED_OUTPUT = object()
-
-
-def build_pool(settings: Settings) -> ZygotePool:
-    """The sandbox pool for the configured backend (not started)."""
-    if settings.sandbox is BackendName.DOCKER:
-        from azr_verify.service.sandbox.docker.launcher import DockerLauncher
-
-        launcher: ZygoteLauncher = DockerLauncher(settings)
-        recycle_after = settings.docker_recycle_after
-    else:
-        from azr_verify.service.sandbox.process_backend import BubblewrapLauncher
-
-        launcher = BubblewrapLauncher(settings.python)
-        recycle_after = 100_000  # bounds pid reuse inside a zygote's namespace
-    return ZygotePool(launcher, workers=settings.workers, seed_groups=settings.determinism_seeds,
-                      batch_size=settings.zygote_batch, recycle_after=recycle_after)
 
 
 @dataclass

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import time
 
-from azr_verify.service.config import Settings
-from azr_verify.service.sandbox.docker.launcher import DockerLauncher
-from azr_verify.service.sandbox.pool import ZygotePool
+from azr_verify.service.config import BackendName, Settings
+from azr_verify.service.sandbox.factory import build_pool
 
 
 def pool_startup_seconds(settings: Settings, workers: int | None = None) -> float:
     """Wall time from nothing to a started docker pool (launcher checks + every zygote's hello)."""
+    docker_settings = settings.model_copy(
+        update={"sandbox": BackendName.DOCKER, "workers": workers or settings.workers})
     started = time.perf_counter()
-    pool = ZygotePool(DockerLauncher(settings), workers=workers or settings.workers,
-                      seed_groups=settings.determinism_seeds, batch_size=settings.zygote_batch,
-                      recycle_after=settings.docker_recycle_after)
+    pool = build_pool(docker_settings)
     try:
         pool.start()
         return time.perf_counter() - started
