@@ -15,10 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class BackendName(StrEnum):
-    """Which sandbox backend executes programs."""
+    """Which sandbox backend executes programs (not the execution mode, embedded or
+    distributed). The values are configuration and API words and stay as they are."""
 
-    PROCESS = "process"
-    DOCKER = "docker"
+    PROCESS = "process"  # zygotes under bubblewrap: service/sandbox/bwrap_backend.py
+    DOCKER = "docker"  # zygotes in hardened containers: service/sandbox/docker/
 
 
 MIB = 1024 * 1024
@@ -44,7 +45,8 @@ class Settings(BaseSettings):
     # Sandboxes
     sandbox: BackendName = Field(BackendName.PROCESS, description="Sandbox backend.")
     workers: int = Field(default_factory=default_workers, ge=1, le=256,
-                         description="Fork-servers (zygotes) in the pool.")
+                         description="Fork-servers (zygotes) in the sandbox pool, each "
+                         "driven by one pool thread; not RQ worker processes.")
     determinism_seeds: int = Field(3, ge=1, le=16,
                                    description="Distinct PYTHONHASHSEED groups; also the "
                                    "largest determinism_runs an item may ask for.")

@@ -16,7 +16,7 @@ def build_launcher(settings: Settings) -> ZygoteLauncher:
         from azr_verify.service.sandbox.docker.launcher import DockerLauncher
 
         return DockerLauncher(settings)
-    from azr_verify.service.sandbox.process_backend import BubblewrapLauncher
+    from azr_verify.service.sandbox.bwrap_backend import BubblewrapLauncher
 
     return BubblewrapLauncher(settings.python)
 

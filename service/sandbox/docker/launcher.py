@@ -9,7 +9,7 @@ import secrets
 import socket
 import threading
 
-from azr_verify.service.config import Settings
+from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.errors import SandboxUnavailableError
 from azr_verify.service.sandbox.docker.attach_stream import ContainerConnection
 from azr_verify.service.sandbox.docker.daemon import connect
@@ -52,7 +52,7 @@ class DockerLauncher:
     this service's runner, the seccomp profile loads. It also removes orphaned containers.
     """
 
-    backend = "docker"
+    backend = BackendName.DOCKER
 
     def __init__(self, settings: Settings, *, instance_id: str | None = None) -> None:
         self.image = settings.docker_image
