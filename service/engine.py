@@ -41,7 +41,7 @@ from azr_verify.service.sandbox.protocol import (
 from azr_verify.service.testcases import ScriptRunner
 from azr_verify.service.verify.compare import compare_item
 from azr_verify.service.verify.equality import values_equal
-from azr_verify.service.verify.literals import LiteralError, parse_call_arguments
+from azr_verify.service.verify.literals import Literal, LiteralError, parse_call_arguments
 from azr_verify.service.verify.policy import ProgramCheck
 
 ProgressCallback = Callable[[int, int], None]
@@ -58,8 +58,6 @@ _AGREED_VERDICTS = {
     OutcomeKind.NOT_LITERAL: Verdict.NOT_LITERAL,
     OutcomeKind.NO_ENTRY: Verdict.SYNTAX_ERROR,
 }
-# `expected` of an item that gave no output to compare with.
-_NO_EXPECTED_OUTPUT = object()
 
 
 @dataclass
@@ -68,6 +66,7 @@ class _Pending:
 
     key: str
     futures: list[Future[ExecOutcome]]
+    expected: Literal | None  # None: the item gave no output to compare with
 
 
 @dataclass
@@ -87,8 +86,11 @@ class Engine:
         self.pool = pool
         self.cache: ResultCache = cache if cache is not None else \
             MemoryCache(settings.result_cache_bytes)
-        self.runtime = f"azr-verify/{__version__};runner/{RUNNER_PROTOCOL};" \
-                       f"backend/{pool.launcher.backend};none/{settings.reject_none_output}"
+        # Part of every cache key: results of another version, runner protocol, sandbox
+        # backend or None policy are never served from the cache.
+        self.cache_fingerprint = f"azr-verify/{__version__};runner/{RUNNER_PROTOCOL};" \
+                                 f"backend/{pool.launcher.backend};" \
+                                 f"none/{settings.reject_none_output}"
         self._lock = threading.Lock()
         self._executions = 0
         self._cache_hits = 0
@@ -144,7 +146,6 @@ class Engine:
               on_progress: ProgressCallback | None = None) -> list[CheckResult]:
         total = len(items)
         results: list[CheckResult | None] = [None] * total
-        expected: list[Any] = [_NO_EXPECTED_OUTPUT] * total
         pending: dict[int, _Pending] = {}
         in_flight: dict[str, list[Future[ExecOutcome]]] = {}
         done = 0
@@ -161,9 +162,10 @@ class Engine:
                 results[index] = early
                 done += 1
                 continue
+            expected: Literal | None = None
             if item.output is not None:
                 try:
-                    expected[index] = self._parse_literal(item.output)
+                    expected = self._parse_literal(item.output)
                 except LiteralError as exc:
                     results[index] = CheckResult(id=item.id, verdict=Verdict.SYNTAX_ERROR,
                                                  error=f"output is not a literal: {exc}")
@@ -171,11 +173,12 @@ class Engine:
                     continue
             limits = self.limits_for(item)
             key = cache_key(program=item.program, input_text=item.input, entry=item.entry,
-                            policy=policy, limits=limits, runtime=self.runtime)
+                            policy=policy, limits=limits,
+                            runtime=self.cache_fingerprint)
             cached = self.cache.get(key)
             if cached is not None:
                 self._count_cache(hit=True)
-                results[index] = self._finish(item, cached, expected[index], cached=True)
+                results[index] = self._finish(item, cached, expected, cached=True)
                 done += 1
                 continue
             self._count_cache(hit=False)
@@ -183,7 +186,7 @@ class Engine:
             if futures is None:
                 futures = self._submit(item, limits, key, tenant)
                 in_flight[key] = futures
-            pending[index] = _Pending(key, futures)
+            pending[index] = _Pending(key, futures, expected)
 
         if on_progress is not None:
             on_progress(done, total)
@@ -195,7 +198,7 @@ class Engine:
                 folded[waiting.key] = run
                 if run.verdict not in UNCACHEABLE:
                     self.cache.put(waiting.key, run)
-            results[index] = self._finish(items[index], run, expected[index], cached=False)
+            results[index] = self._finish(items[index], run, waiting.expected, cached=False)
             done += 1
             if on_progress is not None:
                 on_progress(done, total)
@@ -281,7 +284,7 @@ class Engine:
                                duration_ms=outcome.duration_ms)
         return outcome
 
-    def _finish(self, item: CheckItem, run: CachedRun, expected: Any,
+    def _finish(self, item: CheckItem, run: CachedRun, expected: Literal | None,
                 cached: bool) -> CheckResult:
         """Applies the None policy and compares with the expected output."""
         base = {"id": item.id, "error_type": run.error_type, "error": run.error,
@@ -292,7 +295,7 @@ class Engine:
         if self.settings.reject_none_output and run.output == "None":
             return CheckResult(verdict=Verdict.NOT_LITERAL, output=run.output,
                                **{**base, "error": "returned None (rejected by the None policy)"})
-        if expected is _NO_EXPECTED_OUTPUT:
+        if expected is None:
             return CheckResult(verdict=Verdict.ACCEPTED, output=run.output, **base)
         actual = self._parse_literal(run.output or "")
         verdict = Verdict.ACCEPTED if values_equal(actual, expected) else Verdict.WRONG_OUTPUT
