@@ -2,8 +2,9 @@
 
 For each item: static checks in the trusted process (program syntax, safety policy, entry
 function, literal input and expected output), then a cache lookup, then `determinism_runs`
-executions on zygotes of different hash-seed groups, folded into one verdict and compared with
-the expected output by value. Identical (program, input) pairs in one batch run once.
+executions on zygotes of different hash-seed groups, folded into one verdict
+(`verify/determinism.py`) and compared with the expected output by value. Identical (program,
+input) pairs in one batch run once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 from azr_verify.service import __version__
 from azr_verify.service.cache import UNCACHEABLE, CachedRun, MemoryCache, ResultCache, cache_key
@@ -30,34 +30,17 @@ from azr_verify.service.models import (
     Verdict,
 )
 from azr_verify.service.sandbox.factory import build_pool
-from azr_verify.service.sandbox.outcome import MALFORMED
 from azr_verify.service.sandbox.pool import ZygotePool
-from azr_verify.service.sandbox.protocol import (
-    RUNNER_PROTOCOL,
-    ExecOutcome,
-    ExecRequest,
-    OutcomeKind,
-)
+from azr_verify.service.sandbox.protocol import RUNNER_PROTOCOL, ExecRequest
 from azr_verify.service.testcases import ScriptRunner
 from azr_verify.service.verify.compare import compare_item
+from azr_verify.service.verify.determinism import FoldedRuns, fold_runs
 from azr_verify.service.verify.equality import values_equal
 from azr_verify.service.verify.literals import Literal, LiteralError, parse_call_arguments
 from azr_verify.service.verify.policy import ProgramCheck
+from azr_verify.service.verify.run_outcome import ExecOutcome
 
 ProgressCallback = Callable[[int, int], None]
-
-_RESOURCE_VERDICTS = (
-    (OutcomeKind.SANDBOX_ERROR, Verdict.SANDBOX_ERROR),
-    (OutcomeKind.TIMEOUT, Verdict.TIMEOUT),
-    (OutcomeKind.MEMORY, Verdict.MEMORY_LIMIT),
-    (OutcomeKind.OUTPUT_LIMIT, Verdict.OUTPUT_LIMIT),
-)
-_AGREED_VERDICTS = {
-    OutcomeKind.ERROR: Verdict.RUNTIME_ERROR,
-    OutcomeKind.CRASH: Verdict.RUNTIME_ERROR,
-    OutcomeKind.NOT_LITERAL: Verdict.NOT_LITERAL,
-    OutcomeKind.NO_ENTRY: Verdict.SYNTAX_ERROR,
-}
 
 
 @dataclass
@@ -194,7 +177,8 @@ class Engine:
         for index, waiting in pending.items():
             run = folded.get(waiting.key)
             if run is None:
-                run = self._fold([future.result() for future in waiting.futures])
+                run = _cache_entry(fold_runs([future.result() for future in waiting.futures],
+                                             self._parse_literal))
                 folded[waiting.key] = run
                 if run.verdict not in UNCACHEABLE:
                     self.cache.put(waiting.key, run)
@@ -244,46 +228,6 @@ class Engine:
         return [self.pool.submit(request, (first + run) % groups, tenant)
                 for run in range(limits.determinism_runs)]
 
-    # -- folding --------------------------------------------------------------------------
-
-    def _fold(self, outcomes: list[ExecOutcome]) -> CachedRun:
-        """One verdict from all determinism runs of a (program, input).
-
-        Every outcome was decided on the trusted side (`sandbox/outcome.py`); a value whose repr
-        does not parse as a literal is a malformed report of that run.
-        """
-        duration = round(sum(outcome.duration_ms for outcome in outcomes), 3)
-        outcomes = [self._validated(outcome) for outcome in outcomes]
-        for kind, verdict in _RESOURCE_VERDICTS:
-            hit = next((outcome for outcome in outcomes if outcome.kind is kind), None)
-            if hit is not None:
-                return CachedRun(verdict=verdict, error_type=hit.error_type, error=hit.error,
-                                 duration_ms=duration)
-        signatures = [self._signature(outcome) for outcome in outcomes]
-        first = outcomes[0]
-        for run, signature in enumerate(signatures[1:], start=2):
-            if not _same_signature(signatures[0], signature):
-                return CachedRun(
-                    verdict=Verdict.NONDETERMINISTIC, duration_ms=duration,
-                    error=f"run 1 gave {_describe(first)}; run {run} gave "
-                          f"{_describe(outcomes[run - 1])}")
-        if first.kind is OutcomeKind.VALUE:
-            return CachedRun(verdict=Verdict.ACCEPTED, output=first.repr, duration_ms=duration)
-        return CachedRun(verdict=_AGREED_VERDICTS[first.kind], error_type=first.error_type,
-                         error=first.error, duration_ms=duration)
-
-    def _validated(self, outcome: ExecOutcome) -> ExecOutcome:
-        if outcome.kind is not OutcomeKind.VALUE:
-            return outcome
-        try:
-            self._parse_literal(outcome.repr or "")
-        except LiteralError as exc:
-            return ExecOutcome(OutcomeKind.CRASH, error_type=MALFORMED,
-                               error=f"the child's report could not be validated: the value is "
-                                     f"not a literal ({exc})",
-                               duration_ms=outcome.duration_ms)
-        return outcome
-
     def _finish(self, item: CheckItem, run: CachedRun, expected: Literal | None,
                 cached: bool) -> CheckResult:
         """Applies the None policy and compares with the expected output."""
@@ -300,12 +244,6 @@ class Engine:
         actual = self._parse_literal(run.output or "")
         verdict = Verdict.ACCEPTED if values_equal(actual, expected) else Verdict.WRONG_OUTPUT
         return CheckResult(verdict=verdict, output=run.output, **base)
-
-    def _signature(self, outcome: ExecOutcome) -> tuple[Any, str | None]:
-        """What must agree between determinism runs: the value, or the kind of failure."""
-        if outcome.kind is OutcomeKind.VALUE:
-            return self._parse_literal(outcome.repr or ""), None
-        return outcome.kind, outcome.error_type
 
     # -- scripts: stdin/stdout test cases and single runs (docs/design.md §10) -------------
 
@@ -350,14 +288,6 @@ class Engine:
                                cache_misses=self._cache_misses, verdicts=dict(self._verdicts))
 
 
-def _same_signature(a: tuple[Any, str | None], b: tuple[Any, str | None]) -> bool:
-    if isinstance(a[0], OutcomeKind) or isinstance(b[0], OutcomeKind):
-        return a == b
-    return values_equal(a[0], b[0])
-
-
-def _describe(outcome: ExecOutcome) -> str:
-    if outcome.kind is OutcomeKind.VALUE:
-        text = outcome.repr or ""
-        return text if len(text) <= 200 else text[:200] + "..."
-    return f"{outcome.kind.value} {outcome.error_type or ''}".strip()
+def _cache_entry(folded: FoldedRuns) -> CachedRun:
+    return CachedRun(verdict=folded.verdict, output=folded.output, error_type=folded.error_type,
+                     error=folded.error, duration_ms=folded.duration_ms)

@@ -37,8 +37,9 @@ from azr_verify.service.models import (
     Violation,
 )
 from azr_verify.service.sandbox.pool import ZygotePool
-from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, Mode, OutcomeKind
+from azr_verify.service.sandbox.protocol import ExecRequest, Mode
 from azr_verify.service.verify.policy import ProgramCheck
+from azr_verify.service.verify.run_outcome import ExecOutcome, OutcomeKind
 from azr_verify.service.verify.stdout_compare import expected_bytes, head, outputs_match, tail
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,8 @@ from azr_verify.service.sandbox.docker.launcher import DockerLauncher
 from azr_verify.service.sandbox.docker.orphans import is_orphan, owner_process_label
 from azr_verify.service.sandbox.docker.preflight import DEFAULT_SECCOMP_PROFILE, runner_sha256
 from azr_verify.service.sandbox.pool import ZygotePool, ZygoteState, draw_secrets
-from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
+from azr_verify.service.sandbox.protocol import ExecRequest
+from azr_verify.service.verify.run_outcome import ExecOutcome, OutcomeKind
 
 from .guards import fresh
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase

@@ -20,7 +20,8 @@ from azr_verify.service.config import BackendName
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import PolicyName, Verdict
 from azr_verify.service.sandbox.pool import ZygoteState
-from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, Mode, OutcomeKind
+from azr_verify.service.sandbox.protocol import ExecRequest, Mode
+from azr_verify.service.verify.run_outcome import ExecOutcome, OutcomeKind
 
 from .guards import fresh
 from .test_integrity import PERMISSIVE, attack, expect, run_between_neighbours, shared, solo
