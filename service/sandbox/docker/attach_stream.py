@@ -1,10 +1,10 @@
 """One zygote in a container, spoken to over the container's attach stream.
 
 Why the attach stream of the Docker API rather than `docker run -i` behind a
-SubprocessConnection: no docker CLI process per zygote (a worker needs only the SDK and the
-daemon socket, not the CLI), one process hop fewer per frame, and the container is created with
-exactly the settings the tests read back with `docker inspect`. The price is demultiplexing
-Docker's 8-byte stream headers, done in `ContainerConnection`.
+SubprocessConnection: no docker CLI process per zygote (an RQ worker process needs only the SDK
+and the daemon socket, not the CLI), one process hop fewer per frame, and the container is
+created with exactly the settings the tests read back with `docker inspect`. The price is
+demultiplexing Docker's 8-byte stream headers, done in `ContainerConnection`.
 """
 
 from __future__ import annotations

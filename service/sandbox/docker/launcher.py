@@ -119,7 +119,7 @@ class DockerLauncher:
             raise
         except Exception as exc:
             # Any failure must reach the pool as SandboxUnavailableError: another exception
-            # type would end its worker thread before it reports having booted.
+            # type would end its pool thread before it reports having booted.
             raise SandboxUnavailableError(f"cannot start container {name}: {exc}") from exc
 
     def _create_and_attach(self, zygote_secrets: ZygoteSecrets,

@@ -8,10 +8,11 @@ from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.sandbox.factory import build_pool
 
 
-def pool_startup_seconds(settings: Settings, workers: int | None = None) -> float:
-    """Wall time from nothing to a started docker pool (launcher checks + every zygote's hello)."""
+def pool_startup_seconds(settings: Settings, zygotes: int | None = None) -> float:
+    """Wall time from nothing to a started docker pool of `zygotes` zygotes (default: the
+    setting `workers`): launcher checks and every zygote's hello."""
     docker_settings = settings.model_copy(
-        update={"sandbox": BackendName.DOCKER, "workers": workers or settings.workers})
+        update={"sandbox": BackendName.DOCKER, "workers": zygotes or settings.workers})
     started = time.perf_counter()
     pool = build_pool(docker_settings)
     try:
