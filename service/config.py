@@ -15,10 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class BackendName(StrEnum):
-    """Which sandbox backend executes programs."""
+    """Which sandbox backend executes programs (not the execution mode, embedded or
+    distributed). The values are configuration and API words and stay as they are."""
 
-    PROCESS = "process"
-    DOCKER = "docker"
+    PROCESS = "process"  # zygotes under bubblewrap: service/sandbox/bwrap_backend.py
+    DOCKER = "docker"  # zygotes in hardened containers: service/sandbox/docker/
 
 
 MIB = 1024 * 1024
@@ -44,7 +45,8 @@ class Settings(BaseSettings):
     # Sandboxes
     sandbox: BackendName = Field(BackendName.PROCESS, description="Sandbox backend.")
     workers: int = Field(default_factory=default_workers, ge=1, le=256,
-                         description="Fork-servers (zygotes) in the pool.")
+                         description="Fork-servers (zygotes) in the sandbox pool, each "
+                         "driven by one pool thread; not RQ worker processes.")
     determinism_seeds: int = Field(3, ge=1, le=16,
                                    description="Distinct PYTHONHASHSEED groups; also the "
                                    "largest determinism_runs an item may ask for.")
@@ -52,6 +54,9 @@ class Settings(BaseSettings):
                               description="Executions sent to one zygote per round trip.")
     python: str | None = Field(None, description="Interpreter run inside the process "
                                "sandbox; default: the service's own base interpreter.")
+    bwrap_recycle_after: int = Field(100_000, ge=1, description="Executions before a "
+                                     "bubblewrap zygote is replaced; bounds pid reuse inside "
+                                     "its pid namespace.")
     docker_image: str = Field("azr-verify-sandbox:latest", description="Docker sandbox image.")
     docker_recycle_after: int = Field(2000, ge=1,
                                       description="Executions before a container is replaced.")

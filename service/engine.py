@@ -2,8 +2,9 @@
 
 For each item: static checks in the trusted process (program syntax, safety policy, entry
 function, literal input and expected output), then a cache lookup, then `determinism_runs`
-executions on zygotes of different hash-seed groups, folded into one verdict and compared with
-the expected output by value. Identical (program, input) pairs in one batch run once.
+executions on zygotes of different hash-seed groups, folded into one verdict
+(`verify/determinism.py`) and compared with the expected output by value. Identical (program,
+input) pairs in one batch run once.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 from azr_verify.service import __version__
 from azr_verify.service.cache import UNCACHEABLE, CachedRun, MemoryCache, ResultCache, cache_key
-from azr_verify.service.config import BackendName, Settings
+from azr_verify.service.config import Settings
 from azr_verify.service.memo import LiteralParses, ProgramChecks
 from azr_verify.service.models import (
     CheckItem,
@@ -29,53 +29,18 @@ from azr_verify.service.models import (
     TestcaseResult,
     Verdict,
 )
-from azr_verify.service.sandbox.outcome import MALFORMED
+from azr_verify.service.sandbox.factory import build_pool
 from azr_verify.service.sandbox.pool import ZygotePool
-from azr_verify.service.sandbox.protocol import (
-    RUNNER_PROTOCOL,
-    ExecOutcome,
-    ExecRequest,
-    OutcomeKind,
-    ZygoteLauncher,
-)
+from azr_verify.service.sandbox.protocol import RUNNER_PROTOCOL, ExecRequest
 from azr_verify.service.testcases import ScriptRunner
 from azr_verify.service.verify.compare import compare_item
+from azr_verify.service.verify.determinism import FoldedRuns, fold_runs
 from azr_verify.service.verify.equality import values_equal
-from azr_verify.service.verify.literals import LiteralError, parse_call_arguments
+from azr_verify.service.verify.literals import Literal, LiteralError, parse_call_arguments
 from azr_verify.service.verify.policy import ProgramCheck
+from azr_verify.service.verify.run_outcome import ExecOutcome
 
 ProgressCallback = Callable[[int, int], None]
-
-_RESOURCE_VERDICTS = (
-    (OutcomeKind.SANDBOX_ERROR, Verdict.SANDBOX_ERROR),
-    (OutcomeKind.TIMEOUT, Verdict.TIMEOUT),
-    (OutcomeKind.MEMORY, Verdict.MEMORY_LIMIT),
-    (OutcomeKind.OUTPUT_LIMIT, Verdict.OUTPUT_LIMIT),
-)
-_AGREED_VERDICTS = {
-    OutcomeKind.ERROR: Verdict.RUNTIME_ERROR,
-    OutcomeKind.CRASH: Verdict.RUNTIME_ERROR,
-    OutcomeKind.NOT_LITERAL: Verdict.NOT_LITERAL,
-    OutcomeKind.NO_ENTRY: Verdict.SYNTAX_ERROR,
-}
-# `expected` of an item that gave no output to compare with.
-_NO_EXPECTED_OUTPUT = object()
-
-
-def build_pool(settings: Settings) -> ZygotePool:
-    """The sandbox pool for the configured backend (not started)."""
-    if settings.sandbox is BackendName.DOCKER:
-        from azr_verify.service.sandbox.docker_backend import DockerLauncher
-
-        launcher: ZygoteLauncher = DockerLauncher(settings)
-        recycle_after = settings.docker_recycle_after
-    else:
-        from azr_verify.service.sandbox.process_backend import BubblewrapLauncher
-
-        launcher = BubblewrapLauncher(settings.python)
-        recycle_after = 100_000  # bounds pid reuse inside a zygote's namespace
-    return ZygotePool(launcher, workers=settings.workers, seed_groups=settings.determinism_seeds,
-                      batch_size=settings.zygote_batch, recycle_after=recycle_after)
 
 
 @dataclass
@@ -84,6 +49,7 @@ class _Pending:
 
     key: str
     futures: list[Future[ExecOutcome]]
+    expected: Literal | None  # None: the item gave no output to compare with
 
 
 @dataclass
@@ -103,8 +69,11 @@ class Engine:
         self.pool = pool
         self.cache: ResultCache = cache if cache is not None else \
             MemoryCache(settings.result_cache_bytes)
-        self.runtime = f"azr-verify/{__version__};runner/{RUNNER_PROTOCOL};" \
-                       f"backend/{pool.launcher.backend};none/{settings.reject_none_output}"
+        # Part of every cache key: results of another version, runner protocol, sandbox
+        # backend or None policy are never served from the cache.
+        self.cache_fingerprint = f"azr-verify/{__version__};runner/{RUNNER_PROTOCOL};" \
+                                 f"backend/{pool.launcher.backend};" \
+                                 f"none/{settings.reject_none_output}"
         self._lock = threading.Lock()
         self._executions = 0
         self._cache_hits = 0
@@ -160,7 +129,6 @@ class Engine:
               on_progress: ProgressCallback | None = None) -> list[CheckResult]:
         total = len(items)
         results: list[CheckResult | None] = [None] * total
-        expected: list[Any] = [_NO_EXPECTED_OUTPUT] * total
         pending: dict[int, _Pending] = {}
         in_flight: dict[str, list[Future[ExecOutcome]]] = {}
         done = 0
@@ -177,9 +145,10 @@ class Engine:
                 results[index] = early
                 done += 1
                 continue
+            expected: Literal | None = None
             if item.output is not None:
                 try:
-                    expected[index] = self._parse_literal(item.output)
+                    expected = self._parse_literal(item.output)
                 except LiteralError as exc:
                     results[index] = CheckResult(id=item.id, verdict=Verdict.SYNTAX_ERROR,
                                                  error=f"output is not a literal: {exc}")
@@ -187,11 +156,12 @@ class Engine:
                     continue
             limits = self.limits_for(item)
             key = cache_key(program=item.program, input_text=item.input, entry=item.entry,
-                            policy=policy, limits=limits, runtime=self.runtime)
+                            policy=policy, limits=limits,
+                            runtime=self.cache_fingerprint)
             cached = self.cache.get(key)
             if cached is not None:
                 self._count_cache(hit=True)
-                results[index] = self._finish(item, cached, expected[index], cached=True)
+                results[index] = self._finish(item, cached, expected, cached=True)
                 done += 1
                 continue
             self._count_cache(hit=False)
@@ -199,7 +169,7 @@ class Engine:
             if futures is None:
                 futures = self._submit(item, limits, key, tenant)
                 in_flight[key] = futures
-            pending[index] = _Pending(key, futures)
+            pending[index] = _Pending(key, futures, expected)
 
         if on_progress is not None:
             on_progress(done, total)
@@ -207,11 +177,12 @@ class Engine:
         for index, waiting in pending.items():
             run = folded.get(waiting.key)
             if run is None:
-                run = self._fold([future.result() for future in waiting.futures])
+                run = _cache_entry(fold_runs([future.result() for future in waiting.futures],
+                                             self._parse_literal))
                 folded[waiting.key] = run
                 if run.verdict not in UNCACHEABLE:
                     self.cache.put(waiting.key, run)
-            results[index] = self._finish(items[index], run, expected[index], cached=False)
+            results[index] = self._finish(items[index], run, waiting.expected, cached=False)
             done += 1
             if on_progress is not None:
                 on_progress(done, total)
@@ -257,47 +228,7 @@ class Engine:
         return [self.pool.submit(request, (first + run) % groups, tenant)
                 for run in range(limits.determinism_runs)]
 
-    # -- folding --------------------------------------------------------------------------
-
-    def _fold(self, outcomes: list[ExecOutcome]) -> CachedRun:
-        """One verdict from all determinism runs of a (program, input).
-
-        Every outcome was decided on the trusted side (`sandbox/outcome.py`); a value whose repr
-        does not parse as a literal is a malformed report of that run.
-        """
-        duration = round(sum(outcome.duration_ms for outcome in outcomes), 3)
-        outcomes = [self._validated(outcome) for outcome in outcomes]
-        for kind, verdict in _RESOURCE_VERDICTS:
-            hit = next((outcome for outcome in outcomes if outcome.kind is kind), None)
-            if hit is not None:
-                return CachedRun(verdict=verdict, error_type=hit.error_type, error=hit.error,
-                                 duration_ms=duration)
-        signatures = [self._signature(outcome) for outcome in outcomes]
-        first = outcomes[0]
-        for run, signature in enumerate(signatures[1:], start=2):
-            if not _same_signature(signatures[0], signature):
-                return CachedRun(
-                    verdict=Verdict.NONDETERMINISTIC, duration_ms=duration,
-                    error=f"run 1 gave {_describe(first)}; run {run} gave "
-                          f"{_describe(outcomes[run - 1])}")
-        if first.kind is OutcomeKind.VALUE:
-            return CachedRun(verdict=Verdict.ACCEPTED, output=first.repr, duration_ms=duration)
-        return CachedRun(verdict=_AGREED_VERDICTS[first.kind], error_type=first.error_type,
-                         error=first.error, duration_ms=duration)
-
-    def _validated(self, outcome: ExecOutcome) -> ExecOutcome:
-        if outcome.kind is not OutcomeKind.VALUE:
-            return outcome
-        try:
-            self._parse_literal(outcome.repr or "")
-        except LiteralError as exc:
-            return ExecOutcome(OutcomeKind.CRASH, error_type=MALFORMED,
-                               error=f"the child's report could not be validated: the value is "
-                                     f"not a literal ({exc})",
-                               duration_ms=outcome.duration_ms)
-        return outcome
-
-    def _finish(self, item: CheckItem, run: CachedRun, expected: Any,
+    def _finish(self, item: CheckItem, run: CachedRun, expected: Literal | None,
                 cached: bool) -> CheckResult:
         """Applies the None policy and compares with the expected output."""
         base = {"id": item.id, "error_type": run.error_type, "error": run.error,
@@ -308,17 +239,11 @@ class Engine:
         if self.settings.reject_none_output and run.output == "None":
             return CheckResult(verdict=Verdict.NOT_LITERAL, output=run.output,
                                **{**base, "error": "returned None (rejected by the None policy)"})
-        if expected is _NO_EXPECTED_OUTPUT:
+        if expected is None:
             return CheckResult(verdict=Verdict.ACCEPTED, output=run.output, **base)
         actual = self._parse_literal(run.output or "")
         verdict = Verdict.ACCEPTED if values_equal(actual, expected) else Verdict.WRONG_OUTPUT
         return CheckResult(verdict=verdict, output=run.output, **base)
-
-    def _signature(self, outcome: ExecOutcome) -> tuple[Any, str | None]:
-        """What must agree between determinism runs: the value, or the kind of failure."""
-        if outcome.kind is OutcomeKind.VALUE:
-            return self._parse_literal(outcome.repr or ""), None
-        return outcome.kind, outcome.error_type
 
     # -- scripts: stdin/stdout test cases and single runs (docs/design.md §10) -------------
 
@@ -363,14 +288,6 @@ class Engine:
                                cache_misses=self._cache_misses, verdicts=dict(self._verdicts))
 
 
-def _same_signature(a: tuple[Any, str | None], b: tuple[Any, str | None]) -> bool:
-    if isinstance(a[0], OutcomeKind) or isinstance(b[0], OutcomeKind):
-        return a == b
-    return values_equal(a[0], b[0])
-
-
-def _describe(outcome: ExecOutcome) -> str:
-    if outcome.kind is OutcomeKind.VALUE:
-        text = outcome.repr or ""
-        return text if len(text) <= 200 else text[:200] + "..."
-    return f"{outcome.kind.value} {outcome.error_type or ''}".strip()
+def _cache_entry(folded: FoldedRuns) -> CachedRun:
+    return CachedRun(verdict=folded.verdict, output=folded.output, error_type=folded.error_type,
+                     error=folded.error, duration_ms=folded.duration_ms)

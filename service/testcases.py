@@ -37,8 +37,9 @@ from azr_verify.service.models import (
     Violation,
 )
 from azr_verify.service.sandbox.pool import ZygotePool
-from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, Mode, OutcomeKind
+from azr_verify.service.sandbox.protocol import ExecRequest, Mode
 from azr_verify.service.verify.policy import ProgramCheck
+from azr_verify.service.verify.run_outcome import ExecOutcome, OutcomeKind
 from azr_verify.service.verify.stdout_compare import expected_bytes, head, outputs_match, tail
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class ScriptHost(Protocol):
     settings: Settings
     pool: ZygotePool
     cache: ResultCache
-    runtime: str
+    cache_fingerprint: str
 
     def check_program(self, program: str, policy: PolicyName) -> ProgramCheck: ...
 
@@ -229,7 +230,7 @@ class ScriptRunner:
                     program=item.program, stdin=case.input, expected=case.output,
                     compare=item.compare.value, policy=policy, timeout_s=limits.timeout_s,
                     memory_mb=limits.memory_mb, output_limit_bytes=limits.output_limit_bytes,
-                    excerpt_chars=excerpt, runtime=self.host.runtime)
+                    excerpt_chars=excerpt, runtime=self.host.cache_fingerprint)
                 cached = self.host.cache.get(key)
                 if cached is not None:
                     hits += 1

@@ -20,7 +20,7 @@ def docker_settings(**overrides: Any) -> Settings:
 
 def docker_problem() -> str | None:
     """Why the docker backend cannot start here (daemon, image, runner label), or None."""
-    from azr_verify.service.sandbox.docker_backend import DockerLauncher
+    from azr_verify.service.sandbox.docker.launcher import DockerLauncher
 
     try:
         DockerLauncher(docker_settings()).close()

@@ -30,21 +30,20 @@ from docker.errors import NotFound
 from azr_verify.service.engine import Engine
 from azr_verify.service.errors import SandboxUnavailableError, ZygoteDiedError
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName
-from azr_verify.service.sandbox.docker_backend import (
-    DEFAULT_SECCOMP_PROFILE,
+from azr_verify.service.sandbox.docker.attach_stream import ContainerConnection
+from azr_verify.service.sandbox.docker.hardening import RUNNER_COMMAND
+from azr_verify.service.sandbox.docker.labels import (
     LABEL_OWNER,
     LABEL_OWNER_PROCESS,
     LABEL_RUNNER,
     LABEL_SANDBOX,
-    RUNNER_COMMAND,
-    ContainerConnection,
-    DockerLauncher,
-    is_orphan,
-    owner_process_label,
-    runner_sha256,
 )
+from azr_verify.service.sandbox.docker.launcher import DockerLauncher
+from azr_verify.service.sandbox.docker.orphans import is_orphan, owner_process_label
+from azr_verify.service.sandbox.docker.preflight import DEFAULT_SECCOMP_PROFILE, runner_sha256
 from azr_verify.service.sandbox.pool import ZygotePool, ZygoteState, draw_secrets
-from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
+from azr_verify.service.sandbox.protocol import ExecRequest
+from azr_verify.service.verify.run_outcome import ExecOutcome, OutcomeKind
 
 from .guards import fresh
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase
@@ -351,7 +350,7 @@ def test_recycling_replaces_the_container(docker_ready: None) -> None:
 _CRASHING_SERVICE = textwrap.dedent("""
     import os, secrets, docker
     from azr_verify.service.config import Settings
-    from azr_verify.service.sandbox.docker_backend import DockerLauncher
+    from azr_verify.service.sandbox.docker.launcher import DockerLauncher
     from azr_verify.service.sandbox.pool import draw_secrets
     launcher = DockerLauncher(Settings(sandbox="docker"))
     container_id = launcher.create_container(draw_secrets(1)[0],

@@ -14,9 +14,9 @@ from azr_verify.service.sandbox.protocol import (
     ExecRequest,
     Mode,
     Observation,
-    OutcomeKind,
     Stream,
 )
+from azr_verify.service.verify.run_outcome import OutcomeKind
 
 CALL = ExecRequest("def f(x):\n    return x\n", "f", "0", 5.0, 256, 100)
 SCRIPT = ExecRequest("print(1)\n", "", "", 5.0, 256, 100, Mode.SCRIPT, b"")

@@ -18,13 +18,13 @@ import pytest
 
 from azr_verify.service.engine import Engine
 from azr_verify.service.errors import SandboxUnavailableError
-from azr_verify.service.sandbox.connection import SubprocessConnection
-from azr_verify.service.sandbox.pool import ZygotePool
-from azr_verify.service.sandbox.process_backend import (
+from azr_verify.service.sandbox.bwrap_backend import (
     NOBODY,
     SANDBOX_RUNNER,
     BubblewrapLauncher,
 )
+from azr_verify.service.sandbox.connection import SubprocessConnection
+from azr_verify.service.sandbox.pool import ZygotePool
 from azr_verify.service.sandbox.protocol import HELLO_RECORD, RecordType, ZygoteSecrets
 
 from .servers import require_bwrap

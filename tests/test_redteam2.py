@@ -20,7 +20,8 @@ from azr_verify.service.config import BackendName
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import PolicyName, Verdict
 from azr_verify.service.sandbox.pool import ZygoteState
-from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, Mode, OutcomeKind
+from azr_verify.service.sandbox.protocol import ExecRequest, Mode
+from azr_verify.service.verify.run_outcome import ExecOutcome, OutcomeKind
 
 from .guards import fresh
 from .test_integrity import PERMISSIVE, attack, expect, run_between_neighbours, shared, solo
@@ -224,7 +225,7 @@ BIG_REPORT = "def f(x):\n    return ['x' * 1000] * 9\n"
 
 
 def test_a_later_item_learns_nothing_of_earlier_ones_from_proc_1(solo: Engine) -> None:
-    """Broken today on docker (docker_backend.py MASKED_PATHS lists only /proc/1/stat and
+    """Broken today on docker (docker/hardening.py MASKED_PATHS lists only /proc/1/stat and
     /proc/1/task/1/stat): two observers around another item read different figures."""
     first, other, second = run_observed(solo, [
         item("observer-1", PROC_1_OBSERVER), item("other", BIG_REPORT),

@@ -7,8 +7,8 @@ report that fails a check is that one item's `crash` (`runtime_error`), never an
 problem and never an infrastructure verdict.
 
 The repr of a returned value is checked here for size and encoding; whether it is a literal is
-checked where it is parsed, by the engine's fold (a value that does not parse is a malformed
-report there too).
+checked where it is parsed, by the verdict fold (`verify/determinism.py`; a value that does not
+parse is a malformed report there too).
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ import signal
 from azr_verify.service.sandbox import runner
 from azr_verify.service.sandbox.protocol import (
     Ending,
-    ExecOutcome,
     ExecRequest,
     Mode,
     Observation,
-    OutcomeKind,
     Stream,
 )
+from azr_verify.service.verify.run_outcome import MALFORMED, ExecOutcome, OutcomeKind
 
-MALFORMED = "MalformedReport"
 NO_RESULT = "NoResult"
 # A MemoryError (or a kill with no other explanation) is the memory limit only when the kernel
 # saw the child's resident memory reach this share of its limit; otherwise it is the program's

@@ -34,7 +34,6 @@ from azr_verify.service.sandbox.protocol import (
     HELLO_RECORD,
     MAX_HELLO_BYTES,
     RUNNER_PROTOCOL,
-    ExecOutcome,
     ExecRequest,
     Observation,
     RecordType,
@@ -44,6 +43,7 @@ from azr_verify.service.sandbox.protocol import (
     ZygoteSecrets,
     encode_frame,
 )
+from azr_verify.service.verify.run_outcome import ExecOutcome
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,16 @@ the sandbox image), and imported from there; docs/design.md §9.1 describes it. 
   opaque to the zygote) and one done record (what the zygote observed: how the child ended, its
   wait status, CPU time, peak memory, wall time).
 
-This module holds the host's view of those records. Turning them into an outcome is the job of
-`outcome.py`, the only code that interprets what a child wrote.
+This module holds the host's view of those records. Turning them into an outcome (the value of
+`verify/run_outcome.py`) is the job of `outcome.py`, the only code that interprets what a child
+wrote.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 from typing import Protocol
 
 from azr_verify.service.sandbox import runner
@@ -64,21 +65,6 @@ class Stream(IntEnum):
     REPORT = runner.STREAM_REPORT
     STDOUT = runner.STREAM_STDOUT
     STDERR = runner.STREAM_STDERR
-
-
-class OutcomeKind(StrEnum):
-    """What one execution did, as decided on the trusted side (`outcome.decode`)."""
-
-    VALUE = "value"  # returned a literal value; `repr` holds it
-    ERROR = "error"  # raised; `error_type` holds the class name
-    TIMEOUT = "timeout"  # wall clock (the zygote's) or CPU limit (the kernel's accounting)
-    MEMORY = "memory"  # ran out of memory, with the kernel's peak-memory figure as evidence
-    OUTPUT_LIMIT = "output_limit"  # repr larger than the cap, by the trusted side's own count
-    NOT_LITERAL = "not_literal"  # returned something that is not a literal
-    NO_ENTRY = "no_entry"  # the entry function is not defined after running the program
-    CRASH = "crash"  # died from a signal, exited without a report, or sent a malformed one
-    SANDBOX_ERROR = "sandbox_error"  # infrastructure: the zygote died or lost the request
-    EXITED = "exited"  # a script ended by itself; `exit_code` is its status
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,25 +135,6 @@ class Observation:
         return cls(index=index, ending=Ending(ending), wait_status=status, cpu_us=cpu_us,
                    max_rss_kib=rss, minor_faults=faults, wall_us=wall_us,
                    report_bytes=forwarded)
-
-
-@dataclass(frozen=True, slots=True)
-class ExecOutcome:
-    """What one execution produced, decided on the trusted side."""
-
-    kind: OutcomeKind
-    repr: str | None = None
-    error_type: str | None = None
-    error: str | None = None
-    duration_ms: float = 0.0
-    # Scripts (`Mode.SCRIPT`): what they wrote, and their exit status when they exited.
-    stdout: bytes | None = None
-    stderr: bytes | None = None
-    exit_code: int | None = None
-
-    @classmethod
-    def sandbox_failure(cls, message: str) -> ExecOutcome:
-        return cls(kind=OutcomeKind.SANDBOX_ERROR, error=message)
 
 
 class ZygoteConnection(Protocol):

@@ -1,4 +1,4 @@
-"""The process backend: zygotes started under bubblewrap, all namespaces unshared.
+"""The bubblewrap backend (configured as `process`): zygotes under bwrap, all namespaces unshared.
 
 Each zygote runs as an unprivileged host uid (65534 when the service is root) inside fresh user,
 pid, net, ipc, uts and cgroup namespaces, as PID 1 of its pid namespace, with no capabilities,
@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from azr_verify.service.config import BackendName
 from azr_verify.service.errors import SandboxUnavailableError
 from azr_verify.service.sandbox.connection import SubprocessConnection
 from azr_verify.service.sandbox.protocol import ZygoteSecrets
@@ -125,9 +126,9 @@ def choose_interpreter(configured: str | None, switch_uid: bool) -> Interpreter:
 
 
 class BubblewrapLauncher:
-    """Starts zygotes under bubblewrap."""
+    """Starts zygotes under bubblewrap (ZygoteLauncher protocol)."""
 
-    backend = "process"
+    backend = BackendName.PROCESS
 
     def __init__(self, python: str | None = None) -> None:
         bwrap = shutil.which("bwrap")
