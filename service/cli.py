@@ -228,8 +228,8 @@ def _bench(args: argparse.Namespace) -> int:
         if args.http or args.audit:
             raise SystemExit("azr-verify bench: --workload azr-step runs on its own "
                              "(not with --http or --audit)")
-        from azr_verify.service.azr_step.bench import run_azr_step_bench
         from azr_verify.service.azr_step.workload import StepShape
+        from azr_verify.service.bench.azr_step import run_azr_step_bench
 
         try:
             shape = StepShape(proposals_per_type=args.batch, solver_answers_per_type=args.batch)
@@ -239,30 +239,30 @@ def _bench(args: argparse.Namespace) -> int:
                                  naive_helpers=args.naive_helpers, shape=shape))
         return 0
     if args.audit:
-        from azr_verify.service.api.audit_bench import run_audit_bench
+        from azr_verify.service.bench.audit import run_audit_bench
 
         print(run_audit_bench(records=args.records, rounds=args.rounds))
         return 0
     if args.trusted:
-        from azr_verify.service.api.bench_trusted import run_trusted_bench
+        from azr_verify.service.bench.trusted import run_trusted_bench
 
         print(run_trusted_bench(_settings(args), feed_mb=args.feed_mb,
                                 report=lambda line: print(line, file=sys.stderr)))
         return 0
     if args.testcases:
-        from azr_verify.service.api.bench_testcases import run_testcase_bench
+        from azr_verify.service.bench.testcases import run_testcase_bench
 
         print(run_testcase_bench(_settings(args), programs=args.programs, cases=args.cases,
                                  baseline_cases=args.baseline_cases,
                                  report=lambda line: print(line, file=sys.stderr)))
         return 0
     if args.http:
-        from azr_verify.service.api.bench import run_http_bench
+        from azr_verify.service.bench.http import run_http_bench
 
         print(run_http_bench(_settings(args), triples=args.triples,
                              determinism_runs=args.determinism_runs, rounds=args.rounds))
         return 0
-    from azr_verify.service.bench import format_results, run_bench
+    from azr_verify.service.bench.engine import format_results, run_bench
 
     results = run_bench(_settings(args), args.triples, args.baseline_triples,
                         args.determinism_runs)

@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
+from azr_verify.service.bench.rows import Row
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, PolicyName, Verdict
@@ -34,19 +34,8 @@ def trivial_items(count: int, determinism_runs: int, offset: int = 0) -> list[Ch
     ]
 
 
-@dataclass
-class BenchResult:
-    name: str
-    triples: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.triples / self.seconds if self.seconds else 0.0
-
-
 def bench_engine(engine: Engine, triples: int, determinism_runs: int,
-                 batch_size: int = 256) -> BenchResult:
+                 batch_size: int = 256) -> Row:
     warm = trivial_items(64, determinism_runs, offset=10**6)
     engine.check(warm, PolicyName.AZR)
     items = trivial_items(triples, determinism_runs)
@@ -56,10 +45,10 @@ def bench_engine(engine: Engine, triples: int, determinism_runs: int,
         bad = [r for r in results if r.verdict is not Verdict.ACCEPTED]
         if bad:
             raise RuntimeError(f"benchmark item not accepted: {bad[0]}")
-    return BenchResult("engine", triples, time.perf_counter() - started)
+    return Row("engine", triples, time.perf_counter() - started)
 
 
-def bench_naive(python: str, triples: int, determinism_runs: int, workers: int) -> BenchResult:
+def bench_naive(python: str, triples: int, determinism_runs: int, workers: int) -> Row:
     items = trivial_items(triples, determinism_runs)
 
     def run(item: CheckItem, seed: int) -> str:
@@ -76,12 +65,12 @@ def bench_naive(python: str, triples: int, determinism_runs: int, workers: int) 
                    for item in items for seed in range(1, determinism_runs + 1)]
         for future in futures:
             future.result()
-    return BenchResult("naive python -c per execution", triples,
+    return Row("naive python -c per execution", triples,
                        time.perf_counter() - started)
 
 
 def run_bench(settings: Settings, triples: int, baseline_triples: int,
-              determinism_runs: int) -> list[BenchResult]:
+              determinism_runs: int) -> list[Row]:
     started = time.perf_counter()
     engine = Engine.start(settings)
     startup = time.perf_counter() - started
@@ -97,10 +86,10 @@ def run_bench(settings: Settings, triples: int, baseline_triples: int,
     return [engine_result, naive]
 
 
-def format_results(results: list[BenchResult]) -> str:
+def format_results(results: list[Row]) -> str:
     lines = [f"{'what':<34} {'triples':>8} {'seconds':>8} {'triples/s':>10}"]
     for result in results:
-        lines.append(f"{result.name:<34} {result.triples:>8} {result.seconds:>8.2f} "
+        lines.append(f"{result.what:<34} {result.count:>8} {result.seconds:>8.2f} "
                      f"{result.rate:>10.1f}")
     if len(results) >= 2 and results[1].rate:
         lines.append(f"ratio engine / baseline: {results[0].rate / results[1].rate:.1f}x")
