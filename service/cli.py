@@ -22,7 +22,7 @@ from azr_verify.service.logs import configure_logging
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
 
 if TYPE_CHECKING:
-    from azr_verify.service.audit import AuditQuery
+    from azr_verify.service.stores.audit.query import AuditQuery
 
 CHECK_EPILOG = """exit status: 0 when every line was checked; 1 when --fail-on names a verdict
 that occurred; 2 when the check itself failed (sandbox, service or file unavailable).
@@ -306,7 +306,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _audit_export(args: argparse.Namespace) -> int:
-    from azr_verify.service.audit import AuditQuery, export_records, parse_verdict
+    from azr_verify.service.stores.audit.export import export_records
+    from azr_verify.service.stores.audit.query import AuditQuery, parse_verdict
 
     query = AuditQuery(verdict=parse_verdict(args.verdict), since=args.since, until=args.until,
                        rule=args.rule, text=args.search)
@@ -331,7 +332,8 @@ def _export_over_http(url: str, api_key: str | None, query: AuditQuery, fmt: str
     import os
 
     from azr_verify.client import Client
-    from azr_verify.service.audit import AuditRecord, csv_lines, jsonl_lines
+    from azr_verify.service.stores.audit.export import csv_lines, jsonl_lines
+    from azr_verify.service.stores.audit.records import AuditRecord
 
     count = 0
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from azr_verify.service import __version__
-from azr_verify.service.cache import UNCACHEABLE, CachedRun, MemoryCache, ResultCache, cache_key
 from azr_verify.service.config import BackendName, Settings
 from azr_verify.service.memo import LiteralParses, ProgramChecks
 from azr_verify.service.models import (
@@ -38,6 +37,8 @@ from azr_verify.service.sandbox.protocol import (
     OutcomeKind,
     ZygoteLauncher,
 )
+from azr_verify.service.stores.cache.entries import UNCACHEABLE, CachedRun, ResultCache, cache_key
+from azr_verify.service.stores.cache.memory import MemoryCache
 from azr_verify.service.testcases import ScriptRunner
 from azr_verify.service.verify.compare import compare_item
 from azr_verify.service.verify.equality import values_equal

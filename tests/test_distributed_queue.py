@@ -9,8 +9,6 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from azr_verify.service.audit import AuditQuery, AuditRecord, RedisAuditStore
-from azr_verify.service.cache import CachedRun
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import OverloadedError
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
@@ -21,11 +19,15 @@ from azr_verify.service.queue.batches import (
     chunk_job_id,
     make_queue,
 )
-from azr_verify.service.queue.cache import RedisCache
 from azr_verify.service.queue.connection import async_client, sync_client
 from azr_verify.service.queue.jobs import chunk_failed
 from azr_verify.service.queue.keys import Keys
 from azr_verify.service.queue.reaper import Reaper
+from azr_verify.service.stores.audit.query import AuditQuery
+from azr_verify.service.stores.audit.records import AuditRecord
+from azr_verify.service.stores.audit.redis import RedisAuditStore
+from azr_verify.service.stores.cache.entries import CachedRun
+from azr_verify.service.stores.cache.redis import RedisCache
 
 from .servers import RedisServer
 

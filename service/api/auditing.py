@@ -22,17 +22,11 @@ from starlette.responses import StreamingResponse
 from azr_verify.service.api.auth import ApiKeys
 from azr_verify.service.api.backend import Backend
 from azr_verify.service.api.errors import ApiError
-from azr_verify.service.audit import (
-    AuditCounts,
-    AuditPage,
-    AuditQuery,
-    AuditRecord,
-    AuditStore,
-    csv_lines,
-    jsonl_lines,
-)
 from azr_verify.service.errors import InvalidQueryError
 from azr_verify.service.models import Verdict
+from azr_verify.service.stores.audit.export import csv_lines, jsonl_lines
+from azr_verify.service.stores.audit.query import AuditCounts, AuditPage, AuditQuery, AuditStore
+from azr_verify.service.stores.audit.records import AuditRecord
 
 T = TypeVar("T")
 MAX_PAGE = 10_000

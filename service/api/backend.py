@@ -8,17 +8,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from azr_verify.service.api.schemas import JobStatusResponse
-from azr_verify.service.audit import AuditStore
 from azr_verify.service.metrics import TelemetrySnapshot
 from azr_verify.service.models import (
     CheckItem,
     CheckResult,
+    JobStatusResponse,
     PolicyName,
     RunResult,
     TestcaseItem,
     TestcaseResult,
 )
+from azr_verify.service.stores.audit.query import AuditStore
 
 
 class Backend(Protocol):

@@ -41,8 +41,9 @@ from azr_verify.service.api.auditing import (
 )
 from azr_verify.service.api.auth import SESSION_S, ApiKeys
 from azr_verify.service.api.errors import ApiError
-from azr_verify.service.audit import AuditRecord, utc_text
 from azr_verify.service.models import Verdict
+from azr_verify.service.stores.audit.export import utc_text
+from azr_verify.service.stores.audit.records import AuditRecord
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50

@@ -11,15 +11,6 @@ from typing import Any
 
 import anyio
 
-from azr_verify.service.api.jobs import MemoryJob, MemoryJobStore
-from azr_verify.service.api.schemas import JobStatusResponse
-from azr_verify.service.audit import (
-    DB_NAME,
-    SqliteAuditStore,
-    records_for,
-    run_code_record,
-    testcase_records_for,
-)
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.errors import OverloadedError
@@ -32,11 +23,19 @@ from azr_verify.service.metrics import (
 from azr_verify.service.models import (
     CheckItem,
     CheckResult,
+    JobStatusResponse,
     PolicyName,
     RunResult,
     TestcaseItem,
     TestcaseResult,
 )
+from azr_verify.service.stores.audit.records import (
+    records_for,
+    run_code_record,
+    testcase_records_for,
+)
+from azr_verify.service.stores.audit.sqlite import DB_NAME, SqliteAuditStore
+from azr_verify.service.stores.jobs import MemoryJob, MemoryJobStore
 
 log = logging.getLogger(__name__)
 

@@ -32,14 +32,12 @@ from azr_verify.service.api.schemas import (
     HealthResponse,
     InfoResponse,
     JobCreated,
-    JobState,
-    JobStatusResponse,
     TestcaseRequest,
     TestcaseResponse,
 )
 from azr_verify.service.config import Settings
 from azr_verify.service.metrics import Metrics
-from azr_verify.service.models import PolicyName
+from azr_verify.service.models import JobState, JobStatusResponse, PolicyName
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CURSOR_PATTERN = r"^[0-9]+(-[0-9]+)?$"  # a SQLite row id or a Redis stream entry id

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import httpx
 
-from azr_verify.service.audit import DB_NAME, AuditRecord, SqliteAuditStore, program_hash
 from azr_verify.service.bench.served import served_process
 from azr_verify.service.models import Verdict, Violation
+from azr_verify.service.stores.audit.records import AuditRecord, program_hash
+from azr_verify.service.stores.audit.sqlite import DB_NAME, SqliteAuditStore
 
 RARE_WORD = "needlemarker"
 RARE_EVERY = 100_000

@@ -21,12 +21,6 @@ import redis
 from rq import get_current_job
 from rq.job import Job
 
-from azr_verify.service.audit import (
-    AuditRecord,
-    records_for,
-    run_code_record,
-    testcase_records_for,
-)
 from azr_verify.service.metrics import Judged
 from azr_verify.service.models import (
     CaseResult,
@@ -40,12 +34,18 @@ from azr_verify.service.models import (
     Verdict,
 )
 from azr_verify.service.queue.keys import Keys
+from azr_verify.service.stores.audit.records import (
+    AuditRecord,
+    records_for,
+    run_code_record,
+    testcase_records_for,
+)
 
 if TYPE_CHECKING:
-    from azr_verify.service.audit import AuditStore
     from azr_verify.service.engine import Engine
     from azr_verify.service.queue.batches import ChunkReporter
     from azr_verify.service.queue.telemetry import TelemetryWriter
+    from azr_verify.service.stores.audit.query import AuditStore
 
 log = logging.getLogger(__name__)
 
