@@ -19,8 +19,8 @@ from azr_verify.service.queue.batches import (
     chunk_job_id,
     make_queue,
 )
+from azr_verify.service.queue.chunks import chunk_failed
 from azr_verify.service.queue.connection import async_client, sync_client
-from azr_verify.service.queue.jobs import chunk_failed
 from azr_verify.service.queue.keys import Keys
 from azr_verify.service.queue.reaper import Reaper
 from azr_verify.service.stores.audit.query import AuditQuery

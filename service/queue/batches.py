@@ -26,7 +26,7 @@ from rq.serializers import JSONSerializer
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import OverloadedError
 from azr_verify.service.models import CheckResult, PolicyName
-from azr_verify.service.queue import jobs, scripts
+from azr_verify.service.queue import chunks, scripts
 from azr_verify.service.queue.connection import translate_errors
 from azr_verify.service.queue.keys import Keys
 
@@ -47,7 +47,7 @@ def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
 class ChunkKind(StrEnum):
     """What a batch's chunks hold: triples (/v1/check, /v1/jobs), test-case programs
     (/v1/testcases) or one script run (/run_code). Each kind has its own RQ job function and
-    failure callback (queue/jobs.py) and its own result model."""
+    failure callback (queue/chunks.py) and its own result model."""
 
     TRIPLES = "triples"
     TESTCASES = "testcases"
@@ -56,9 +56,9 @@ class ChunkKind(StrEnum):
 
 # The RQ job function and failure callback of each kind.
 _CHUNK_JOBS: dict[ChunkKind, tuple[Callable[..., int], Callable[..., None]]] = {
-    ChunkKind.TRIPLES: (jobs.run_chunk, jobs.chunk_failed),
-    ChunkKind.TESTCASES: (jobs.run_testcase_chunk, jobs.testcase_chunk_failed),
-    ChunkKind.RUN_CODE: (jobs.run_code_chunk, jobs.run_code_chunk_failed),
+    ChunkKind.TRIPLES: (chunks.run_chunk, chunks.chunk_failed),
+    ChunkKind.TESTCASES: (chunks.run_testcase_chunk, chunks.testcase_chunk_failed),
+    ChunkKind.RUN_CODE: (chunks.run_code_chunk, chunks.run_code_chunk_failed),
 }
 M = TypeVar("M", bound=BaseModel)
 

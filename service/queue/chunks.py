@@ -1,4 +1,4 @@
-"""The RQ job that answers one chunk, and its failure callback.
+"""The RQ jobs that answer one chunk of each kind, and their failure callbacks.
 
 `run_chunk` runs inside `azr-verify worker`, whose long-lived engine (and sandbox pool) it
 finds in `ChunkRuntime`, installed by the worker for its whole life: RQ imports job functions
