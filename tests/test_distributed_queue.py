@@ -12,9 +12,11 @@ import redis
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import OverloadedError
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+from azr_verify.service.queue import chunks
 from azr_verify.service.queue.batches import (
     BatchReader,
     BatchSubmitter,
+    ChunkKind,
     ChunkReporter,
     chunk_job_id,
     make_queue,
@@ -137,6 +139,27 @@ def test_failed_chunk_is_answered_with_sandbox_error(settings: Settings,
     chunk_failed(job, client, RuntimeError, RuntimeError("boom"), None)
     assert client.hget(keys.counters, "items:sandbox_error") == b"1"
     assert client.hget(keys.batch(batch_id), "failed_chunks") == b"1"
+
+
+@pytest.mark.parametrize("kind,function,on_failure", [
+    (ChunkKind.TRIPLES, chunks.run_chunk, chunks.chunk_failed),
+    (ChunkKind.TESTCASES, chunks.run_testcase_chunk, chunks.testcase_chunk_failed),
+    (ChunkKind.RUN_CODE, chunks.run_code_chunk, chunks.run_code_chunk_failed),
+])
+def test_chunk_jobs_keep_their_wire_paths(settings: Settings, client: redis.Redis,
+                                          kind: ChunkKind, function: object,
+                                          on_failure: object) -> None:
+    """RQ stores the paths of a job's function and failure callback in Redis, and workers of
+    any version import them: they are the paths of queue/jobs.py, as before the code moved to
+    queue/chunks.py, and they lead to its functions."""
+    batch_id = uuid.uuid4().hex
+    BatchSubmitter(client, settings).submit(batch_id, items(1), PolicyName.AZR, None, kind)
+    job = make_queue(client, settings).fetch_job(chunk_job_id(batch_id, 0))
+    assert job is not None
+    name = getattr(function, "__name__", "")
+    assert job.func_name == f"azr_verify.service.queue.jobs.{name}"
+    assert job.func is function
+    assert job.failure_callback is on_failure
 
 
 def test_ledger_repair_forgets_vanished_jobs(settings: Settings, client: redis.Redis) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ from rq.serializers import JSONSerializer
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import OverloadedError
 from azr_verify.service.models import CheckResult, PolicyName
-from azr_verify.service.queue import chunks, scripts
+from azr_verify.service.queue import scripts
 from azr_verify.service.queue.connection import translate_errors
 from azr_verify.service.queue.keys import Keys
 
@@ -54,11 +54,18 @@ class ChunkKind(StrEnum):
     RUN_CODE = "run_code"
 
 
-# The RQ job function and failure callback of each kind.
-_CHUNK_JOBS: dict[ChunkKind, tuple[Callable[..., int], Callable[..., None]]] = {
-    ChunkKind.TRIPLES: (chunks.run_chunk, chunks.chunk_failed),
-    ChunkKind.TESTCASES: (chunks.run_testcase_chunk, chunks.testcase_chunk_failed),
-    ChunkKind.RUN_CODE: (chunks.run_code_chunk, chunks.run_code_chunk_failed),
+# The module whose dotted paths RQ stores with each chunk job, and workers import the job's
+# function and failure callback from (queue/jobs.py): part of the wire between the API and the
+# workers, so it keeps its name although the code lives in queue/chunks.py.
+CHUNK_JOBS_MODULE = "azr_verify.service.queue.jobs"
+# The RQ job function and failure callback of each kind, by the paths stored in Redis.
+CHUNK_JOBS: dict[ChunkKind, tuple[str, str]] = {
+    kind: (f"{CHUNK_JOBS_MODULE}.{function}", f"{CHUNK_JOBS_MODULE}.{on_failure}")
+    for kind, function, on_failure in (
+        (ChunkKind.TRIPLES, "run_chunk", "chunk_failed"),
+        (ChunkKind.TESTCASES, "run_testcase_chunk", "testcase_chunk_failed"),
+        (ChunkKind.RUN_CODE, "run_code_chunk", "run_code_chunk_failed"),
+    )
 }
 M = TypeVar("M", bound=BaseModel)
 
@@ -107,7 +114,7 @@ class BatchSubmitter:
                key_name: str | None, kind: ChunkKind = ChunkKind.TRIPLES) -> int:
         """Enqueues every chunk in one transaction; returns the number of chunks."""
         s = self.settings
-        function, on_failure = _CHUNK_JOBS[kind]
+        function, on_failure = CHUNK_JOBS[kind]
         bounds = chunk_bounds(len(items), s.chunk_size)
         retry = Retry(max=s.job_retries, enqueue_at_front=True) if s.job_retries else None
         datas = []

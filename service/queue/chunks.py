@@ -1,4 +1,5 @@
-"""The RQ jobs that answer one chunk of each kind, and their failure callbacks.
+"""The RQ jobs that answer one chunk of each kind, and their failure callbacks (RQ finds them
+by the paths of queue/jobs.py).
 
 `run_chunk` runs inside `azr-verify worker`, whose long-lived engine (and sandbox pool) it
 finds in `ChunkRuntime`, installed by the worker for its whole life: RQ imports job functions
