@@ -299,7 +299,7 @@ def _check_can_listen(host: str, port: int) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from azr_verify.service.worker import run_worker
+    from azr_verify.service.queue.worker import run_worker
 
     run_worker(_settings(args), burst=args.burst)
     return 0

@@ -1,6 +1,6 @@
 """Finds the chunk jobs of dead workers and puts them back on the queue.
 
-A worker proves it is alive by heartbeats while it runs a job (service/worker.py); a job whose
+A worker proves it is alive by heartbeats while it runs a job (queue/worker.py); a job whose
 heartbeats stopped (the worker was SIGKILLed, its machine vanished) expires from RQ's
 StartedJobRegistry, and `cleanup()` re-enqueues it while it has retries left or answers it
 through its failure callback. RQ's own workers run this only every few minutes, so the API

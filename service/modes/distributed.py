@@ -67,7 +67,7 @@ def job_state(status: BatchStatus) -> JobState:
     return JobState.QUEUED
 
 
-class DistributedBackend:
+class DistributedMode:
     mode = "distributed"
 
     def __init__(self, settings: Settings) -> None:

@@ -67,7 +67,7 @@ class Admission:
             self._depth -= items
 
 
-class EmbeddedBackend:
+class EmbeddedMode:
     mode = "embedded"
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
@@ -83,13 +83,13 @@ class EmbeddedBackend:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            raise RuntimeError("the backend is not started")
+            raise RuntimeError("the embedded mode is not started")
         return self._engine
 
     @property
     def audit_store(self) -> SqliteAuditStore:
         if self._audit is None:
-            raise RuntimeError("the backend is not started")
+            raise RuntimeError("the embedded mode is not started")
         return self._audit
 
     async def start(self) -> None:
@@ -176,7 +176,7 @@ class EmbeddedBackend:
     async def submit(self, items: Sequence[CheckItem], policy: PolicyName,
                      key_name: str | None) -> str:
         if self._runner is None:
-            raise RuntimeError("the backend is not started")
+            raise RuntimeError("the embedded mode is not started")
         self.admission.admit(len(items))
         job = self.jobs.create(len(items), key_name)
         try:
