@@ -25,6 +25,7 @@ from azr_verify.service.queue.chunks import chunk_failed
 from azr_verify.service.queue.connection import async_client, sync_client
 from azr_verify.service.queue.keys import Keys
 from azr_verify.service.queue.reaper import Reaper
+from azr_verify.service.queue.scripts import Completion
 from azr_verify.service.stores.audit.query import AuditQuery
 from azr_verify.service.stores.audit.records import AuditRecord
 from azr_verify.service.stores.audit.redis import RedisAuditStore
@@ -74,10 +75,12 @@ def test_duplicate_completion_is_harmless(settings: Settings, client: redis.Redi
     reporter = ChunkReporter(client, keys)
     first = results_for(batch[:2])
     job_id = chunk_job_id(batch_id, 0)
-    assert reporter.complete(batch_id, 0, job_id, first, failed=False, ttl_s=60) == 1
+    assert reporter.complete(batch_id, 0, job_id, first, failed=False, ttl_s=60) \
+        is Completion.COMPLETED
     # A second run of the same chunk (its first worker was presumed dead) changes nothing.
     other = [CheckResult(id=r.id, verdict=Verdict.TIMEOUT) for r in first]
-    assert reporter.complete(batch_id, 0, job_id, other, failed=False, ttl_s=60) == 0
+    assert reporter.complete(batch_id, 0, job_id, other, failed=False,
+                             ttl_s=60) is Completion.ALREADY_COMPLETE
     reporter.progress(batch_id, 0, 1, 60)  # late progress of the duplicate: ignored
     assert int(client.get(keys.pending_items) or 0) == 3
     assert client.llen(keys.notify(batch_id)) == 1

@@ -149,25 +149,26 @@ class BatchReader:
         self.client = client
         self.settings = settings
         self.keys = Keys.from_settings(settings)
-        self._admit = client.register_script(scripts.ADMIT)
-        self._release = client.register_script(scripts.RELEASE)
+        self._admit = scripts.AdmitScript(client)
+        self._release = scripts.ReleaseScript(client)
 
     async def admit(self, items: int) -> int:
         """Reserves queue depth for `items`, or raises OverloadedError."""
         with translate_errors("admission"):
-            depth = int(await self._admit(keys=[self.keys.pending_items],
-                                          args=[items, self.settings.max_queue_depth]))
-        if depth < 0:
+            admission = await self._admit(pending_items_key=self.keys.pending_items,
+                                          items=items, max_depth=self.settings.max_queue_depth)
+        if not admission.admitted:
             raise OverloadedError(
-                f"{-depth - 1} items are queued; {items} more would exceed the configured "
+                f"{admission.depth} items are queued; {items} more would exceed the configured "
                 f"depth of {self.settings.max_queue_depth}",
                 retry_after_s=self.settings.overload_retry_after_s)
-        return depth
+        return admission.depth
 
     async def release(self, items: int, job_ids: Sequence[str]) -> None:
         with translate_errors("release"):
-            await self._release(keys=[self.keys.pending_items, self.keys.inflight],
-                                args=[items, *job_ids])
+            await self._release(pending_items_key=self.keys.pending_items,
+                                inflight_key=self.keys.inflight, items=items,
+                                job_ids=list(job_ids))
 
     async def depth(self) -> int:
         with translate_errors("queue depth"):
@@ -227,19 +228,19 @@ class ChunkReporter:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
-        self._complete = client.register_script(scripts.COMPLETE)
-        self._progress = client.register_script(scripts.PROGRESS)
+        self._complete = scripts.CompleteScript(client)
+        self._progress = scripts.ProgressScript(client)
 
     def progress(self, batch_id: str, index: int, done: int, ttl_s: int) -> None:
-        self._progress(keys=[self.keys.progress(batch_id), self.keys.chunk_result(batch_id, index)],
-                       args=[index, done, ttl_s])
+        self._progress(progress_key=self.keys.progress(batch_id),
+                       result_key=self.keys.chunk_result(batch_id, index), index=index,
+                       done=done, ttl_s=ttl_s)
 
     def complete(self, batch_id: str, index: int, job_id: str,
-                 results: Sequence[BaseModel], failed: bool, ttl_s: int) -> int:
-        """1: this call answered the chunk; 0: it was answered before; -1: the batch is gone."""
-        keys = [self.keys.chunk_result(batch_id, index), self.keys.batch(batch_id),
-                self.keys.progress(batch_id), self.keys.notify(batch_id),
-                self.keys.pending_items, self.keys.inflight]
-        args: list[Any] = [encode_results(results), ttl_s, len(results), index,
-                           1 if failed else 0, job_id]
-        return int(self._complete(keys=keys, args=args))
+                 results: Sequence[BaseModel], failed: bool, ttl_s: int) -> scripts.Completion:
+        keys = scripts.ChunkKeys(
+            result=self.keys.chunk_result(batch_id, index), batch=self.keys.batch(batch_id),
+            progress=self.keys.progress(batch_id), notify=self.keys.notify(batch_id),
+            pending_items=self.keys.pending_items, inflight=self.keys.inflight)
+        return self._complete(keys=keys, results_json=encode_results(results), ttl_s=ttl_s,
+                              items=len(results), index=index, failed=failed, job_id=job_id)

@@ -35,6 +35,7 @@ from azr_verify.service.models import (
     Verdict,
 )
 from azr_verify.service.queue.keys import Keys
+from azr_verify.service.queue.scripts import Completion
 from azr_verify.service.stores.audit.records import (
     AuditRecord,
     records_for,
@@ -155,7 +156,7 @@ def _answer(runtime: ChunkRuntime, batch_id: str, index: int, job_id: str,
     won = runtime.reporter.complete(batch_id, index, job_id, results, failed=False,
                                     ttl_s=runtime.ttl_s)
     runtime.chunks_run += 1
-    if won == 1:
+    if won is Completion.COMPLETED:
         # Only the run that answered the chunk counts and audits it: a duplicate run (its
         # first worker was presumed dead) must not count items twice.
         runtime.telemetry.record_results(results)
@@ -229,7 +230,7 @@ def _answer_failed(job: Job, connection: redis.Redis, exc_type: type[BaseExcepti
     results = make_results(items, reason)
     won = ChunkReporter(connection, keys).complete(batch_id, index, job.id, results,
                                                    failed=True, ttl_s=ttl_s)
-    if won == 1:
+    if won is Completion.COMPLETED:
         # Counted like any answered chunk (once), so sandbox_error shows in the metrics.
         record_results(connection, keys, results)
     log.warning("chunk answered as sandbox_error", extra={"job_id": job.id, "reason": reason})

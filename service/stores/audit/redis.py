@@ -41,17 +41,17 @@ class RedisAuditStore:
         self.keys = keys
         self.key = keys.audit
         self.retention = retention
-        self._add = client.register_script(scripts.AUDIT_ADD)
+        self._add = scripts.AuditAddScript(client)
 
     def record(self, records: Sequence[AuditRecord]) -> None:
         if not records or self.retention == 0:
             return
         with translate_errors("audit write"), self.client.pipeline(transaction=False) as pipe:
             for record in records:
-                streams = [self.key]
-                if record.api_key_name is not None:
-                    streams.append(self.keys.audit_of(record.api_key_name))
-                self._add(keys=streams, args=[record.to_json(), self.retention], client=pipe)
+                key_stream = None if record.api_key_name is None else \
+                    self.keys.audit_of(record.api_key_name)
+                self._add(stream=self.key, key_stream=key_stream, record_json=record.to_json(),
+                          retention=self.retention, pipeline=pipe)
             pipe.execute()
 
     def _stream(self, query: AuditQuery) -> str:
