@@ -4,7 +4,7 @@ its signature (`mode: ModeDep`, `key_name: KeyName`). Each reads what `create_ap
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials
@@ -19,23 +19,19 @@ from azr_verify.service.stores.audit.query import AuditStore
 
 
 def settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return cast(Settings, request.app.state.settings)
 
 
 def mode_of(request: Request) -> ExecutionMode:
-    mode: ExecutionMode = request.app.state.mode
-    return mode
+    return cast(ExecutionMode, request.app.state.mode)
 
 
 def metrics_of(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
+    return cast(Metrics, request.app.state.metrics)
 
 
 def api_keys_of(request: Request) -> ApiKeys:
-    keys: ApiKeys = request.app.state.api_keys
-    return keys
+    return cast(ApiKeys, request.app.state.api_keys)
 
 
 SettingsDep = Annotated[Settings, Depends(settings_of)]
