@@ -72,15 +72,17 @@ test: ## run the whole suite (real bwrap, redis-server, dockerd, compose); missi
 	  echo "make test: set-up incomplete; tests needing what is missing will skip (AZR_VERIFY_ALLOW_SKIP=1)"; }
 	@$(MAKE) --no-print-directory venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy service client trainer_adapter
 	$(VENV)/bin/pytest
 
-lint: venv
+lint: venv ## ruff, the import contracts (pyproject.toml [tool.importlinter]) and mypy
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy service client trainer_adapter
 
 bench: setup ## engine vs naive subprocess baseline
 	$(VENV)/bin/azr-verify bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -22,7 +22,7 @@ from azr_verify.service.logs import configure_logging
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
 
 if TYPE_CHECKING:
-    from azr_verify.service.audit import AuditQuery
+    from azr_verify.service.stores.audit.query import AuditQuery
 
 CHECK_EPILOG = """exit status: 0 when every line was checked; 1 when --fail-on names a verdict
 that occurred; 2 when the check itself failed (sandbox, service or file unavailable).
@@ -228,8 +228,8 @@ def _bench(args: argparse.Namespace) -> int:
         if args.http or args.audit:
             raise SystemExit("azr-verify bench: --workload azr-step runs on its own "
                              "(not with --http or --audit)")
-        from azr_verify.service.azr_step.bench import run_azr_step_bench
         from azr_verify.service.azr_step.workload import StepShape
+        from azr_verify.service.bench.azr_step import run_azr_step_bench
 
         try:
             shape = StepShape(proposals_per_type=args.batch, solver_answers_per_type=args.batch)
@@ -239,30 +239,30 @@ def _bench(args: argparse.Namespace) -> int:
                                  naive_helpers=args.naive_helpers, shape=shape))
         return 0
     if args.audit:
-        from azr_verify.service.api.audit_bench import run_audit_bench
+        from azr_verify.service.bench.audit import run_audit_bench
 
         print(run_audit_bench(records=args.records, rounds=args.rounds))
         return 0
     if args.trusted:
-        from azr_verify.service.api.bench_trusted import run_trusted_bench
+        from azr_verify.service.bench.trusted import run_trusted_bench
 
         print(run_trusted_bench(_settings(args), feed_mb=args.feed_mb,
                                 report=lambda line: print(line, file=sys.stderr)))
         return 0
     if args.testcases:
-        from azr_verify.service.api.bench_testcases import run_testcase_bench
+        from azr_verify.service.bench.testcases import run_testcase_bench
 
         print(run_testcase_bench(_settings(args), programs=args.programs, cases=args.cases,
                                  baseline_cases=args.baseline_cases,
                                  report=lambda line: print(line, file=sys.stderr)))
         return 0
     if args.http:
-        from azr_verify.service.api.bench import run_http_bench
+        from azr_verify.service.bench.http import run_http_bench
 
         print(run_http_bench(_settings(args), triples=args.triples,
                              determinism_runs=args.determinism_runs, rounds=args.rounds))
         return 0
-    from azr_verify.service.bench import format_results, run_bench
+    from azr_verify.service.bench.engine import format_results, run_bench
 
     results = run_bench(_settings(args), args.triples, args.baseline_triples,
                         args.determinism_runs)
@@ -299,14 +299,15 @@ def _check_can_listen(host: str, port: int) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from azr_verify.service.worker import run_worker
+    from azr_verify.service.queue.worker import run_worker
 
     run_worker(_settings(args), burst=args.burst)
     return 0
 
 
 def _audit_export(args: argparse.Namespace) -> int:
-    from azr_verify.service.audit import AuditQuery, export_records, parse_verdict
+    from azr_verify.service.stores.audit.export import export_records
+    from azr_verify.service.stores.audit.query import AuditQuery, parse_verdict
 
     query = AuditQuery(verdict=parse_verdict(args.verdict), since=args.since, until=args.until,
                        rule=args.rule, text=args.search)
@@ -331,7 +332,8 @@ def _export_over_http(url: str, api_key: str | None, query: AuditQuery, fmt: str
     import os
 
     from azr_verify.client import Client
-    from azr_verify.service.audit import AuditRecord, csv_lines, jsonl_lines
+    from azr_verify.service.stores.audit.export import csv_lines, jsonl_lines
+    from azr_verify.service.stores.audit.records import AuditRecord
 
     count = 0
 

@@ -141,7 +141,7 @@ class Settings(BaseSettings):
                                      "output, error and meta an audit record keeps; the full "
                                      "texts are kept as sha256 and length.")
 
-    # HTTP service and distributed mode (service/api, service/queue, service/worker)
+    # HTTP service and distributed mode (service/api, service/modes, service/queue)
     overload_retry_after_s: int = Field(2, ge=1, description="Retry-After sent with a 429.")
     switch_interval_ms: float = Field(1.0, gt=0, le=100, description="How often a thread "
                                       "doing Python work (parsing, checking) hands the "

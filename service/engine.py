@@ -16,7 +16,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from azr_verify.service import __version__
-from azr_verify.service.cache import UNCACHEABLE, CachedRun, MemoryCache, ResultCache, cache_key
 from azr_verify.service.config import Settings
 from azr_verify.service.memo import LiteralParses, ProgramChecks
 from azr_verify.service.models import (
@@ -32,6 +31,8 @@ from azr_verify.service.models import (
 from azr_verify.service.sandbox.factory import build_pool
 from azr_verify.service.sandbox.pool import ZygotePool
 from azr_verify.service.sandbox.protocol import RUNNER_PROTOCOL, ExecRequest
+from azr_verify.service.stores.cache.entries import UNCACHEABLE, CachedRun, ResultCache, cache_key
+from azr_verify.service.stores.cache.memory import MemoryCache
 from azr_verify.service.testcases import ScriptRunner
 from azr_verify.service.verify.compare import compare_item
 from azr_verify.service.verify.determinism import FoldedRuns, fold_runs

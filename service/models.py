@@ -272,3 +272,28 @@ class ScriptRunItem(BaseModel):
     stdin: str = ""
     timeout_s: float | None = None
     memory_mb: int | None = None
+
+
+# -- asynchronous jobs (/v1/jobs): the job store of either mode answers with these --------
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class JobProgress(BaseModel):
+    done: int
+    total: int
+
+
+class JobStatusResponse(BaseModel):
+    job_id: str
+    status: JobState
+    progress: JobProgress
+    results: list[CheckResult] | None = Field(None, description="Set once the job is "
+                                              "finished or failed (failed chunks answer "
+                                              "sandbox_error).")
+    error: str | None = None

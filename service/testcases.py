@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from azr_verify.service.cache import UNCACHEABLE, CachedRun, ResultCache, testcase_cache_key
 from azr_verify.service.config import Settings
 from azr_verify.service.models import (
     CaseResult,
@@ -38,6 +37,12 @@ from azr_verify.service.models import (
 )
 from azr_verify.service.sandbox.pool import ZygotePool
 from azr_verify.service.sandbox.protocol import ExecRequest, Mode
+from azr_verify.service.stores.cache.entries import (
+    UNCACHEABLE,
+    CachedRun,
+    ResultCache,
+    testcase_cache_key,
+)
 from azr_verify.service.verify.policy import ProgramCheck
 from azr_verify.service.verify.run_outcome import ExecOutcome, OutcomeKind
 from azr_verify.service.verify.stdout_compare import expected_bytes, head, outputs_match, tail

@@ -1,6 +1,6 @@
 """Keeping sandbox tests honest: every program they send is new, and no answer comes from the cache.
 
-The engine caches what a (program, input) did (service/cache.py) and the session shares one
+The engine caches what a (program, input) did (service/stores/cache/) and the session shares one
 engine, so a test that reuses another test's program text is answered from memory and never
 reaches a sandbox. Three tools:
 

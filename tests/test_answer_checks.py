@@ -20,9 +20,9 @@ from azr_verify.client import (
 )
 from azr_verify.client.azr_executor import ServiceExecutor
 from azr_verify.client.models import CheckItem as WireItem
-from azr_verify.service.audit import records_for
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+from azr_verify.service.stores.audit.records import records_for
 from azr_verify.service.verify.compare import compare_item
 from azr_verify.service.verify.literals import parse_literal
 from azr_verify.trainer_adapter.tasks import InductionTask, Triple

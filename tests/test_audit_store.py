@@ -10,16 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from azr_verify.service.audit import (
-    SCHEMA_VERSION,
-    AuditQuery,
-    AuditRecord,
-    SqliteAuditStore,
-    csv_lines,
-    jsonl_lines,
-)
 from azr_verify.service.errors import ConfigError, InvalidQueryError
 from azr_verify.service.models import Verdict, Violation
+from azr_verify.service.stores.audit.export import csv_lines, jsonl_lines
+from azr_verify.service.stores.audit.query import AuditQuery
+from azr_verify.service.stores.audit.records import AuditRecord
+from azr_verify.service.stores.audit.sqlite import SCHEMA_VERSION, SqliteAuditStore
 
 T0 = 1_700_000_040.0  # a whole minute
 
@@ -293,8 +289,8 @@ def test_schema_2_records_from_before_excerpts_read_search_and_trim(tmp_path: Pa
 
 
 def test_excerpted_records_round_trip_through_the_store(tmp_path: Path) -> None:
-    from azr_verify.service.audit import records_for, text_hash
     from azr_verify.service.models import CheckItem, CheckResult, PolicyName
+    from azr_verify.service.stores.audit.records import records_for, text_hash
 
     program = "import os\n" + "x = 1  # filler\n" * 1000
     item = CheckItem(id="big", program=program, input="'" + "i" * 5000 + "'")

@@ -12,12 +12,6 @@ import httpx
 import pytest
 
 from azr_verify.client import Client, ClientConfig, TaskType, Verdict
-from azr_verify.service.azr_step.bench import (
-    ReferenceSide,
-    ServiceSide,
-    SideTotals,
-    format_table,
-)
 from azr_verify.service.azr_step.reference import (
     InputPredictionJob,
     OutputPredictionJob,
@@ -36,6 +30,12 @@ from azr_verify.service.azr_step.workload import (
     generate_step,
     other_text,
     rewrite,
+)
+from azr_verify.service.bench.azr_step import (
+    ReferenceSide,
+    ServiceSide,
+    SideTotals,
+    format_table,
 )
 from azr_verify.service.engine import Engine
 from azr_verify.trainer_adapter.validation import Verifier

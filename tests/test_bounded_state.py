@@ -9,18 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from azr_verify.service.audit import (
-    AuditQuery,
-    AuditRecord,
-    SqliteAuditStore,
-    records_for,
-    text_hash,
-)
-from azr_verify.service.cache import CachedRun, MemoryCache
 from azr_verify.service.errors import ConfigError
 from azr_verify.service.lru import ENTRY_OVERHEAD_BYTES, ByteLRU
 from azr_verify.service.memo import LiteralParses, ProgramChecks
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict, Violation
+from azr_verify.service.stores.audit.query import AuditQuery
+from azr_verify.service.stores.audit.records import AuditRecord, records_for, text_hash
+from azr_verify.service.stores.audit.sqlite import SqliteAuditStore
+from azr_verify.service.stores.cache.entries import CachedRun
+from azr_verify.service.stores.cache.memory import MemoryCache
 from azr_verify.service.verify.equality import values_equal
 from azr_verify.service.verify.literals import LiteralError
 

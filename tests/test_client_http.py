@@ -58,18 +58,13 @@ from azr_verify.client import (
     Verdict,
 )
 from azr_verify.service import __version__
-from azr_verify.service.api.schemas import (
-    InfoResponse,
-    JobCreated,
-    JobProgress,
-    JobStatusResponse,
-)
-from azr_verify.service.api.schemas import JobState as ServiceJobState
-from azr_verify.service.audit import AuditRecord as ServiceAuditRecord
+from azr_verify.service.api.schemas import InfoResponse, JobCreated
 from azr_verify.service.models import CheckItem as ServiceItem
 from azr_verify.service.models import CheckResult as ServiceResult
-from azr_verify.service.models import PolicyName
+from azr_verify.service.models import JobProgress, JobStatusResponse, PolicyName
+from azr_verify.service.models import JobState as ServiceJobState
 from azr_verify.service.models import Verdict as ServiceVerdict
+from azr_verify.service.stores.audit.records import AuditRecord as ServiceAuditRecord
 from azr_verify.service.verify.policy import check_program
 
 from .guards import assert_executed, fresh, token

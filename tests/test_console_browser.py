@@ -24,10 +24,11 @@ from typing import Any
 import httpx
 import pytest
 
-from azr_verify.service.audit import DB_NAME, AuditRecord, SqliteAuditStore, program_hash
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import Verdict, Violation
+from azr_verify.service.stores.audit.records import AuditRecord, program_hash
+from azr_verify.service.stores.audit.sqlite import DB_NAME, SqliteAuditStore
 
 from .browser import chromium, requested_urls, require_browser
 from .servers import REPO, ApiServer, api_server, wait_until

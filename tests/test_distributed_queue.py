@@ -9,23 +9,28 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from azr_verify.service.audit import AuditQuery, AuditRecord, RedisAuditStore
-from azr_verify.service.cache import CachedRun
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import OverloadedError
 from azr_verify.service.models import CheckItem, CheckResult, PolicyName, Verdict
+from azr_verify.service.queue import chunks
 from azr_verify.service.queue.batches import (
     BatchReader,
     BatchSubmitter,
+    ChunkKind,
     ChunkReporter,
     chunk_job_id,
     make_queue,
 )
-from azr_verify.service.queue.cache import RedisCache
+from azr_verify.service.queue.chunks import chunk_failed
 from azr_verify.service.queue.connection import async_client, sync_client
-from azr_verify.service.queue.jobs import chunk_failed
 from azr_verify.service.queue.keys import Keys
 from azr_verify.service.queue.reaper import Reaper
+from azr_verify.service.queue.scripts import Completion
+from azr_verify.service.stores.audit.query import AuditQuery
+from azr_verify.service.stores.audit.records import AuditRecord
+from azr_verify.service.stores.audit.redis import RedisAuditStore
+from azr_verify.service.stores.cache.entries import CachedRun
+from azr_verify.service.stores.cache.redis import RedisCache
 
 from .servers import RedisServer
 
@@ -70,10 +75,12 @@ def test_duplicate_completion_is_harmless(settings: Settings, client: redis.Redi
     reporter = ChunkReporter(client, keys)
     first = results_for(batch[:2])
     job_id = chunk_job_id(batch_id, 0)
-    assert reporter.complete(batch_id, 0, job_id, first, failed=False, ttl_s=60) == 1
+    assert reporter.complete(batch_id, 0, job_id, first, failed=False, ttl_s=60) \
+        is Completion.COMPLETED
     # A second run of the same chunk (its first worker was presumed dead) changes nothing.
     other = [CheckResult(id=r.id, verdict=Verdict.TIMEOUT) for r in first]
-    assert reporter.complete(batch_id, 0, job_id, other, failed=False, ttl_s=60) == 0
+    assert reporter.complete(batch_id, 0, job_id, other, failed=False,
+                             ttl_s=60) is Completion.ALREADY_COMPLETE
     reporter.progress(batch_id, 0, 1, 60)  # late progress of the duplicate: ignored
     assert int(client.get(keys.pending_items) or 0) == 3
     assert client.llen(keys.notify(batch_id)) == 1
@@ -135,6 +142,27 @@ def test_failed_chunk_is_answered_with_sandbox_error(settings: Settings,
     chunk_failed(job, client, RuntimeError, RuntimeError("boom"), None)
     assert client.hget(keys.counters, "items:sandbox_error") == b"1"
     assert client.hget(keys.batch(batch_id), "failed_chunks") == b"1"
+
+
+@pytest.mark.parametrize("kind,function,on_failure", [
+    (ChunkKind.TRIPLES, chunks.run_chunk, chunks.chunk_failed),
+    (ChunkKind.TESTCASES, chunks.run_testcase_chunk, chunks.testcase_chunk_failed),
+    (ChunkKind.RUN_CODE, chunks.run_code_chunk, chunks.run_code_chunk_failed),
+])
+def test_chunk_jobs_keep_their_wire_paths(settings: Settings, client: redis.Redis,
+                                          kind: ChunkKind, function: object,
+                                          on_failure: object) -> None:
+    """RQ stores the paths of a job's function and failure callback in Redis, and workers of
+    any version import them: they are the paths of queue/jobs.py, as before the code moved to
+    queue/chunks.py, and they lead to its functions."""
+    batch_id = uuid.uuid4().hex
+    BatchSubmitter(client, settings).submit(batch_id, items(1), PolicyName.AZR, None, kind)
+    job = make_queue(client, settings).fetch_job(chunk_job_id(batch_id, 0))
+    assert job is not None
+    name = getattr(function, "__name__", "")
+    assert job.func_name == f"azr_verify.service.queue.jobs.{name}"
+    assert job.func is function
+    assert job.failure_callback is on_failure
 
 
 def test_ledger_repair_forgets_vanished_jobs(settings: Settings, client: redis.Redis) -> None:

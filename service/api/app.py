@@ -9,7 +9,6 @@ from fastapi import FastAPI
 
 from azr_verify.service import __version__
 from azr_verify.service.api.auth import ApiKeys
-from azr_verify.service.api.backend import Backend
 from azr_verify.service.api.console import install_console
 from azr_verify.service.api.docs import install_docs
 from azr_verify.service.api.errors import install_error_handlers
@@ -25,6 +24,7 @@ from azr_verify.service.api.routes import TAGS_METADATA, build_router
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.metrics import Metrics
+from azr_verify.service.modes.selection import build_mode
 
 DESCRIPTION = """Sandboxed code-execution verifier for Absolute-Zero self-play training.
 
@@ -35,35 +35,23 @@ error is JSON: `{"error": {"code", "message"}}`. When the service has API keys, 
 Rejected items can also be browsed in the [audit console](/console)."""
 
 
-def build_backend(settings: Settings, engine: Engine | None = None) -> Backend:
-    """Embedded unless `settings.redis_url` is set. `engine`: reuse a running engine (tests,
-    benchmarks); the app then leaves it open on shutdown."""
-    if settings.redis_url:
-        from azr_verify.service.api.distributed import DistributedBackend
-
-        return DistributedBackend(settings)
-    from azr_verify.service.api.embedded import EmbeddedBackend
-
-    return EmbeddedBackend(settings, engine)
-
-
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    backend = build_backend(settings, engine)
-    metrics = Metrics(backend)
+    mode = build_mode(settings, engine)
+    metrics = Metrics(mode)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await backend.start()
+        await mode.start()
         try:
             yield
         finally:
-            await backend.aclose()
+            await mode.aclose()
 
     app = FastAPI(title="azr-verify", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan, default_response_class=AsciiJSONResponse,
                   openapi_tags=TAGS_METADATA, docs_url=None, redoc_url=None)
     app.state.settings = settings
-    app.state.backend = backend
+    app.state.mode = mode
     app.state.metrics = metrics
     app.state.api_keys = ApiKeys(settings.api_keys, frozenset(settings.admin_keys))
     install_error_handlers(app)

@@ -16,23 +16,16 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import anyio
-from fastapi import Query, Request
+from fastapi import Query
 from starlette.responses import StreamingResponse
 
 from azr_verify.service.api.auth import ApiKeys
-from azr_verify.service.api.backend import Backend
 from azr_verify.service.api.errors import ApiError
-from azr_verify.service.audit import (
-    AuditCounts,
-    AuditPage,
-    AuditQuery,
-    AuditRecord,
-    AuditStore,
-    csv_lines,
-    jsonl_lines,
-)
 from azr_verify.service.errors import InvalidQueryError
 from azr_verify.service.models import Verdict
+from azr_verify.service.stores.audit.export import csv_lines, jsonl_lines
+from azr_verify.service.stores.audit.query import AuditCounts, AuditPage, AuditQuery, AuditStore
+from azr_verify.service.stores.audit.records import AuditRecord
 
 T = TypeVar("T")
 MAX_PAGE = 10_000
@@ -74,14 +67,13 @@ def audit_filters(
     return AuditFilters(verdict, since, until, rule, q or None)
 
 
-def audit_scope(request: Request, key_name: str | None) -> str | None:
+def audit_scope(keys: ApiKeys, key_name: str | None) -> str | None:
     """The API key name whose records this caller may read; None reads every key's.
 
     Every reader of the audit log passes through here, the single place per-key scoping
     applies: a key reads only its own records; an admin key (AZR_VERIFY_ADMIN_KEYS) reads
     every key's; a service without keys has one tenant, who reads everything.
     """
-    keys: ApiKeys = request.app.state.api_keys
     if not keys.enabled:
         return None
     if key_name is None:  # never reached through the auth dependency; fail closed anyway
@@ -89,19 +81,14 @@ def audit_scope(request: Request, key_name: str | None) -> str | None:
     return None if keys.is_admin(key_name) else key_name
 
 
-def audit_query(request: Request, key_name: str | None, filters: AuditFilters) -> AuditQuery:
+def audit_query(keys: ApiKeys, key_name: str | None, filters: AuditFilters) -> AuditQuery:
     """The caller's filters within the caller's scope. Raises 422 for a malformed filter."""
     try:
         return AuditQuery(verdict=filters.verdict, since=filters.since, until=filters.until,
                           rule=filters.rule, text=filters.text,
-                          api_key_name=audit_scope(request, key_name))
+                          api_key_name=audit_scope(keys, key_name))
     except InvalidQueryError as exc:
         raise ApiError(422, "validation_error", str(exc)) from None
-
-
-def store_of(request: Request) -> AuditStore:
-    backend: Backend = request.app.state.backend
-    return backend.audit_store
 
 
 async def _off_loop(call: Callable[[], T]) -> T:
@@ -111,20 +98,17 @@ async def _off_loop(call: Callable[[], T]) -> T:
         raise ApiError(422, "validation_error", str(exc)) from None
 
 
-async def read_page(request: Request, query: AuditQuery, limit: int, cursor: str | None,
+async def read_page(store: AuditStore, query: AuditQuery, limit: int, cursor: str | None,
                     oldest_first: bool = False) -> AuditPage:
-    store = store_of(request)
     return await _off_loop(lambda: store.page(query, limit, cursor, oldest_first))
 
 
-async def read_record(request: Request, query: AuditQuery, record_id: str
+async def read_record(store: AuditStore, query: AuditQuery, record_id: str
                       ) -> AuditRecord | None:
-    store = store_of(request)
     return await _off_loop(lambda: store.get(record_id, query))
 
 
-async def read_rules(request: Request) -> list[str]:
-    store = store_of(request)
+async def read_rules(store: AuditStore) -> list[str]:
     return await _off_loop(store.rules)
 
 
@@ -153,8 +137,7 @@ def bucket_width(span: float, buckets: int = CHART_BUCKETS) -> float:
     return float(math.ceil(span / buckets / 86400) * 86400)
 
 
-async def read_chart(request: Request, query: AuditQuery, now: float | None = None) -> Chart:
-    store = store_of(request)
+async def read_chart(store: AuditStore, query: AuditQuery, now: float | None = None) -> Chart:
     current = time.time() if now is None else now
 
     def compute() -> Chart:
@@ -170,13 +153,12 @@ async def read_chart(request: Request, query: AuditQuery, now: float | None = No
     return await _off_loop(compute)
 
 
-def export_response(request: Request, query: AuditQuery, fmt: str) -> StreamingResponse:
+def export_response(store: AuditStore, query: AuditQuery, fmt: str) -> StreamingResponse:
     """Every matching record, oldest first, streamed as JSONL or CSV (no size limit)."""
     if fmt not in EXPORT_TYPES:
         raise ApiError(422, "validation_error",
                        f"unknown export format {fmt!r}; expected one of: "
                        f"{', '.join(EXPORT_TYPES)}")
-    store = store_of(request)
     lines = (csv_lines if fmt == "csv" else jsonl_lines)(store.iterate(query))
 
     async def body() -> AsyncIterator[bytes]:

@@ -13,11 +13,8 @@ import base64
 import hashlib
 import hmac
 import time
-from typing import Annotated
 
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.requests import Request
+from fastapi.security import HTTPBearer
 
 from azr_verify.service.api.errors import ApiError
 
@@ -121,12 +118,3 @@ def _basic_secret(credentials: str) -> str:
         return ""
     user, _, password = decoded.partition(":")
     return password or user
-
-
-def api_key_name(request: Request, credentials: Annotated[
-        HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None) -> str | None:
-    """FastAPI dependency for the /v1 routes; the name is kept for the access log."""
-    keys: ApiKeys = request.app.state.api_keys
-    name = keys.name_for(request.headers.get("authorization"))
-    request.state.key_name = name
-    return name

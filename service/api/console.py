@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
@@ -40,9 +40,11 @@ from azr_verify.service.api.auditing import (
     read_rules,
 )
 from azr_verify.service.api.auth import SESSION_S, ApiKeys
+from azr_verify.service.api.deps import ApiKeysDep, AuditStoreDep
 from azr_verify.service.api.errors import ApiError
-from azr_verify.service.audit import AuditRecord, utc_text
 from azr_verify.service.models import Verdict
+from azr_verify.service.stores.audit.export import utc_text
+from azr_verify.service.stores.audit.records import AuditRecord
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
@@ -296,32 +298,37 @@ def _safe_next(target: str | None) -> str:
     return "/console"
 
 
+def console_caller(request: Request, keys: ApiKeysDep) -> str | None:
+    """FastAPI dependency of the console's pages: the signed-in key's name (None when the
+    service has no keys); raises SignInRequired, which redirects to the sign-in page."""
+    if not keys.enabled:
+        return None
+    header = request.headers.get("authorization")
+    if header:
+        name = keys.name_for(header)
+    else:
+        token = request.cookies.get(SESSION_COOKIE)
+        name = keys.name_for_session(token) if token else None
+    if name is None:
+        raise SignInRequired
+    request.state.key_name = name
+    return name
+
+
+ConsoleCaller = Annotated[str | None, Depends(console_caller)]
+
+
 def install_console(app: FastAPI) -> None:
     """Adds /console, its assets and the sign-in handler to the app."""
     templates = _templates()
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
-    def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
-        keys: ApiKeys = request.app.state.api_keys
+    def render(request: Request, keys: ApiKeys, name: str, status: int = 200,
+               **context: Any) -> Response:
         html = templates.get_template(name).render(
             request_path=request.url.path, auth_enabled=keys.enabled,
             signed_in=getattr(request.state, "key_name", None), **context)
         return ConsoleHTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
-
-    def caller(request: Request) -> str | None:
-        keys: ApiKeys = request.app.state.api_keys
-        if not keys.enabled:
-            return None
-        header = request.headers.get("authorization")
-        if header:
-            name = keys.name_for(header)
-        else:
-            token = request.cookies.get(SESSION_COOKIE)
-            name = keys.name_for_session(token) if token else None
-        if name is None:
-            raise SignInRequired
-        request.state.key_name = name
-        return name
 
     async def sign_in_required(request: Request, exc: Exception) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -332,34 +339,34 @@ def install_console(app: FastAPI) -> None:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/console")
-    async def console(request: Request) -> Response:
-        key_name = caller(request)
+    async def console(request: Request, key_name: ConsoleCaller, keys: ApiKeysDep,
+                      store: AuditStoreDep) -> Response:
         form = ConsoleForm.from_request(request)
         now = time.time()
         filters = form.filters(now)
         try:
-            query = audit_query(request, key_name, filters)
+            query = audit_query(keys, key_name, filters)
         except ApiError as exc:
             form.errors.append(str(exc.detail))
-            query = audit_query(request, key_name, AuditFilters(
+            query = audit_query(keys, key_name, AuditFilters(
                 verdict=filters.verdict, since=filters.since, until=filters.until,
                 rule=filters.rule))
         before = request.query_params.get("before") or None
         try:
-            page = await read_page(request, query, PAGE_SIZE, before)
+            page = await read_page(store, query, PAGE_SIZE, before)
         except ApiError as exc:
             form.errors.append(str(exc.detail))
-            page = await read_page(request, query, PAGE_SIZE, None)
+            page = await read_page(store, query, PAGE_SIZE, None)
             before = None
-        chart = await read_chart(request, query, now)
+        chart = await read_chart(store, query, now)
         rows = [{"id": r.id, "time": utc_text(r.time), "verdict": r.verdict.value,
                  "summary": _summary(r), "excerpt": _excerpt(r),
                  "key": r.api_key_name or "", "item_id": "" if r.item_id is None
                  else str(r.item_id), "link": form.link(f"/console/items/{r.id}")}
                 for r in page.records]
         return render(
-            request, "console.html", form=form, rows=rows, chart=chart_view(chart),
-            chart_w=CHART_W, chart_h=CHART_H, rules=await read_rules(request),
+            request, keys, "console.html", form=form, rows=rows, chart=chart_view(chart),
+            chart_w=CHART_W, chart_h=CHART_H, rules=await read_rules(store),
             ranges=RANGE_LABELS, live_refresh_s=LIVE_REFRESH_S if form.live else 0,
             newest_link=form.link() if before else None,
             older_link=form.link(before=page.next_cursor) if page.next_cursor else None,
@@ -369,49 +376,47 @@ def install_console(app: FastAPI) -> None:
             verdict_link=lambda v: form.link(verdict=v))
 
     @router.get("/console/items/{record_id}")
-    async def item(request: Request, record_id: str) -> Response:
-        key_name = caller(request)
+    async def item(request: Request, record_id: str, key_name: ConsoleCaller, keys: ApiKeysDep,
+                   store: AuditStoreDep) -> Response:
         form = ConsoleForm.from_request(request)
-        query = audit_query(request, key_name, AuditFilters())
-        record = await read_record(request, query, record_id)
+        query = audit_query(keys, key_name, AuditFilters())
+        record = await read_record(store, query, record_id)
         if record is None:
-            return render(request, "missing.html", status=404, record_id=record_id,
+            return render(request, keys, "missing.html", status=404, record_id=record_id,
                           back=form.link())
         lines, hidden = program_lines(record)
         return render(
-            request, "item.html", record=record, time=utc_text(record.time), lines=lines,
+            request, keys, "item.html", record=record, time=utc_text(record.time), lines=lines,
             hidden_lines=hidden, back=form.link(),
             meta=json.dumps(record.meta, indent=2, ensure_ascii=False, default=str)
             if record.meta is not None else None)
 
     @router.get("/console/export")
-    async def export(request: Request) -> Response:
-        key_name = caller(request)
+    async def export(request: Request, key_name: ConsoleCaller, keys: ApiKeysDep,
+                     store: AuditStoreDep) -> Response:
         form = ConsoleForm.from_request(request)
         filters = form.filters(time.time())
         if form.errors:
             raise ApiError(422, "validation_error", "; ".join(form.errors))
-        return export_response(request, audit_query(request, key_name, filters),
+        return export_response(store, audit_query(keys, key_name, filters),
                                request.query_params.get("format", "jsonl"))
 
     @router.get("/console/login")
-    async def login_page(request: Request) -> Response:
-        keys: ApiKeys = request.app.state.api_keys
+    async def login_page(request: Request, keys: ApiKeysDep) -> Response:
         target = _safe_next(request.query_params.get("next"))
         if not keys.enabled:
             return RedirectResponse(target, status_code=303)
-        return render(request, "login.html", next=target, error=None)
+        return render(request, keys, "login.html", next=target, error=None)
 
     @router.post("/console/login")
-    async def login(request: Request) -> Response:
-        keys: ApiKeys = request.app.state.api_keys
+    async def login(request: Request, keys: ApiKeysDep) -> Response:
         fields = parse_qs((await request.body()).decode("utf-8", "replace"))
         target = _safe_next(fields.get("next", [""])[0])
         if not keys.enabled:
             return RedirectResponse(target, status_code=303)
         name = keys.name_of_key(fields.get("key", [""])[0])
         if name is None:
-            return render(request, "login.html", status=401, next=target,
+            return render(request, keys, "login.html", status=401, next=target,
                           error="That is not one of this service's API keys.")
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(SESSION_COOKIE, keys.session_token(name), max_age=SESSION_S,

@@ -1,11 +1,12 @@
-"""The HTTP routes. They only translate between HTTP and the Backend."""
+"""The HTTP routes. They only translate between HTTP and the execution mode (service/modes/);
+what each needs comes in as a dependency (api/deps.py)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -13,14 +14,19 @@ from azr_verify.service import __version__
 from azr_verify.service.api import fusion
 from azr_verify.service.api.auditing import (
     MAX_PAGE,
-    AuditFilters,
-    audit_filters,
     audit_query,
     export_response,
     read_page,
 )
-from azr_verify.service.api.auth import api_key_name
-from azr_verify.service.api.backend import Backend
+from azr_verify.service.api.deps import (
+    ApiKeysDep,
+    AuditFiltersDep,
+    AuditStoreDep,
+    KeyName,
+    MetricsDep,
+    ModeDep,
+    SettingsDep,
+)
 from azr_verify.service.api.errors import ApiError, error_response
 from azr_verify.service.api.fusion import RunCodeRequest, RunCodeResponse
 from azr_verify.service.api.responses import AsciiJSONResponse
@@ -32,14 +38,11 @@ from azr_verify.service.api.schemas import (
     HealthResponse,
     InfoResponse,
     JobCreated,
-    JobState,
-    JobStatusResponse,
     TestcaseRequest,
     TestcaseResponse,
 )
 from azr_verify.service.config import Settings
-from azr_verify.service.metrics import Metrics
-from azr_verify.service.models import PolicyName
+from azr_verify.service.models import JobState, JobStatusResponse, PolicyName
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CURSOR_PATTERN = r"^[0-9]+(-[0-9]+)?$"  # a SQLite row id or a Redis stream entry id
@@ -48,10 +51,6 @@ CURSOR_PATTERN = r"^[0-9]+(-[0-9]+)?$"  # a SQLite row id or a Redis stream entr
 class AuditOrder(StrEnum):
     DESC = "desc"
     ASC = "asc"
-
-
-KeyName = Annotated[str | None, Depends(api_key_name)]
-Filters = Annotated[AuditFilters, Depends(audit_filters)]
 
 
 class Tag:
@@ -132,28 +131,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "Redis or the sandboxes are unavailable"}.items()}
 
 
-def _backend(request: Request) -> Backend:
-    backend: Backend = request.app.state.backend
-    return backend
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _check_size(request: Request, body: CheckRequest | TestcaseRequest) -> None:
+def _check_size(request: Request, settings: Settings,
+                body: CheckRequest | TestcaseRequest) -> None:
     request.state.items = len(body.items)  # for the access log
-    limit = _settings(request).max_items
+    limit = settings.max_items
     if len(body.items) > limit:
         raise ApiError(413, "too_many_items", f"{len(body.items)} items exceed the limit of "
                        f"{limit} per request; split the batch")
 
 
-def _check_testcase_size(request: Request, body: TestcaseRequest) -> None:
-    _check_size(request, body)
+def _check_testcase_size(request: Request, settings: Settings, body: TestcaseRequest) -> None:
+    _check_size(request, settings, body)
     cases = sum(len(item.cases) for item in body.items)
-    limit = _settings(request).max_testcases
+    limit = settings.max_testcases
     if cases > limit:
         raise ApiError(413, "too_many_testcases", f"{cases} test cases exceed the limit of "
                        f"{limit} per request (AZR_VERIFY_MAX_TESTCASES); split the batch")
@@ -165,9 +155,10 @@ def build_router() -> APIRouter:
     @router.post("/v1/check", response_model=CheckResponse, responses=_ERRORS,
                  tags=[Tag.CHECK], operation_id="check",
                  summary="Check a batch of triples and wait for the verdicts")
-    async def check(request: Request, body: CheckBody, key_name: KeyName) -> Response:
-        _check_size(request, body)
-        results = await _backend(request).check(body.items, body.policy, key_name)
+    async def check(request: Request, body: CheckBody, key_name: KeyName, mode: ModeDep,
+                    settings: SettingsDep) -> Response:
+        _check_size(request, settings, body)
+        results = await mode.check(body.items, body.policy, key_name)
         return AsciiJSONResponse({"results": [r.model_dump(mode="json") for r in results]})
 
     @router.post("/v1/testcases", response_model=TestcaseResponse, responses=_ERRORS,
@@ -179,9 +170,10 @@ def build_router() -> APIRouter:
                              "tokens). A result per program and per case, in order. Cases are "
                              "cached by content; `max_testcases` bounds the cases of a "
                              "request.")
-    async def testcases(request: Request, body: TestcaseBody, key_name: KeyName) -> Response:
-        _check_testcase_size(request, body)
-        results = await _backend(request).check_testcases(body.items, body.policy, key_name)
+    async def testcases(request: Request, body: TestcaseBody, key_name: KeyName, mode: ModeDep,
+                        settings: SettingsDep) -> Response:
+        _check_testcase_size(request, settings, body)
+        results = await mode.check_testcases(body.items, body.policy, key_name)
         return AsciiJSONResponse({"results": [r.model_dump(mode="json") for r in results]})
 
     @router.post("/run_code", response_model=RunCodeResponse, responses=_ERRORS,
@@ -193,14 +185,14 @@ def build_router() -> APIRouter:
                              "A language other than python, `files` or `fetch_files` is "
                              "answered with status SandboxError and a message, as "
                              "SandboxFusion answers what it cannot run.")
-    async def run_code(request: Request, body: RunCodeBody, key_name: KeyName) -> Response:
+    async def run_code(request: Request, body: RunCodeBody, key_name: KeyName, mode: ModeDep,
+                       settings: SettingsDep) -> Response:
         request.state.items = 1
         problem = fusion.unsupported(body)
         if problem is not None:
             return AsciiJSONResponse(fusion.sandbox_error(problem).model_dump(mode="json"))
-        settings = _settings(request)
         memory = body.memory_limit_MB if body.memory_limit_MB > 0 else None
-        result = await _backend(request).run_code(
+        result = await mode.run_code(
             body.code, body.stdin or "", body.run_timeout, memory,
             PolicyName(settings.run_code_policy), key_name)
         return AsciiJSONResponse(fusion.response_for(result).model_dump(mode="json"))
@@ -208,9 +200,10 @@ def build_router() -> APIRouter:
     @router.post("/v1/jobs", response_model=JobCreated, status_code=202, responses=_ERRORS,
                  tags=[Tag.JOBS], operation_id="submitJob",
                  summary="Submit a batch; poll GET /v1/jobs/{job_id} for progress and results")
-    async def submit(request: Request, body: CheckBody, key_name: KeyName) -> Response:
-        _check_size(request, body)
-        job_id = await _backend(request).submit(body.items, body.policy, key_name)
+    async def submit(request: Request, body: CheckBody, key_name: KeyName, mode: ModeDep,
+                     settings: SettingsDep) -> Response:
+        _check_size(request, settings, body)
+        job_id = await mode.submit(body.items, body.policy, key_name)
         created = JobCreated(job_id=job_id, status=JobState.QUEUED)
         return AsciiJSONResponse(created.model_dump(mode="json"), status_code=202)
 
@@ -219,8 +212,8 @@ def build_router() -> APIRouter:
                 responses={404: {"model": ErrorResponse, "description": "Unknown job"},
                            401: _ERRORS[401]},
                 summary="A job's status, progress and (once finished) results")
-    async def job(request: Request, job_id: str, key_name: KeyName) -> Response:
-        status = await _backend(request).job(job_id, key_name)
+    async def job(job_id: str, key_name: KeyName, mode: ModeDep) -> Response:
+        status = await mode.job(job_id, key_name)
         return AsciiJSONResponse(status.model_dump(mode="json"))
 
     @router.get("/v1/audit", response_model=AuditResponse, tags=[Tag.AUDIT],
@@ -232,15 +225,16 @@ def build_router() -> APIRouter:
                             "records; an admin key (AZR_VERIFY_ADMIN_KEYS), or any caller when "
                             "the service has no keys, reads all of them. Pages continue with "
                             "`cursor`.")
-    async def audit(request: Request, key_name: KeyName, filters: Filters,
+    async def audit(key_name: KeyName, filters: AuditFiltersDep, keys: ApiKeysDep,
+                    store: AuditStoreDep,
                     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                     order: Annotated[AuditOrder, Query(description="desc: newest first; "
                                                        "asc: oldest first")] = AuditOrder.DESC,
                     cursor: Annotated[str | None, Query(
                         pattern=CURSOR_PATTERN, max_length=64,
                         description="`next_cursor` of the previous page.")] = None) -> Response:
-        query = audit_query(request, key_name, filters)
-        page = await read_page(request, query, limit, cursor, oldest_first=order is
+        query = audit_query(keys, key_name, filters)
+        page = await read_page(store, query, limit, cursor, oldest_first=order is
                                AuditOrder.ASC)
         return AsciiJSONResponse({"records": [r.model_dump(mode="json") for r in page.records],
                                   "next_cursor": page.next_cursor})
@@ -251,19 +245,18 @@ def build_router() -> APIRouter:
                                  "content": {"application/x-ndjson": {}, "text/csv": {}}},
                            401: _ERRORS[401], 422: _ERRORS[422]},
                 summary="Every matching record as JSONL or CSV (streamed)")
-    async def audit_export(request: Request, key_name: KeyName, filters: Filters,
+    async def audit_export(key_name: KeyName, filters: AuditFiltersDep, keys: ApiKeysDep,
+                           store: AuditStoreDep,
                            format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl"
                            ) -> Response:
-        return export_response(request, audit_query(request, key_name, filters), format)
+        return export_response(store, audit_query(keys, key_name, filters), format)
 
     @router.get("/v1/info", response_model=InfoResponse, tags=[Tag.SERVICE],
                 operation_id="getInfo", responses={401: _ERRORS[401]},
                 summary="Version, backend, limits")
-    async def info(request: Request, key_name: KeyName) -> InfoResponse:
-        s = _settings(request)
-        backend = _backend(request)
+    async def info(key_name: KeyName, mode: ModeDep, s: SettingsDep) -> InfoResponse:
         return InfoResponse(
-            version=__version__, mode=backend.mode, backend=s.sandbox.value,
+            version=__version__, mode=mode.mode, backend=s.sandbox.value,
             policies=[p.value for p in PolicyName],
             limits={"max_items": s.max_items, "max_body_bytes": s.max_body_bytes,
                     "max_queue_depth": s.max_queue_depth,
@@ -276,7 +269,7 @@ def build_router() -> APIRouter:
                     "script_output_limit_bytes": s.script_output_limit_bytes,
                     "testcase_excerpt_chars": s.testcase_excerpt_chars,
                     "run_code_policy": s.run_code_policy},
-            executors=await backend.executors())
+            executors=await mode.executors())
 
     @router.get("/healthz", response_model=HealthResponse, tags=[Tag.SERVICE],
                 operation_id="getLiveness", summary="Liveness")
@@ -287,8 +280,8 @@ def build_router() -> APIRouter:
                 operation_id="getReadiness",
                 responses={503: {"model": ErrorResponse, "description": "Not ready"}},
                 summary="Readiness: sandbox pool up; Redis reachable in distributed mode")
-    async def readyz(request: Request) -> Response:
-        checks = await _backend(request).readiness()
+    async def readyz(mode: ModeDep) -> Response:
+        checks = await mode.readiness()
         failing = sorted(name for name, check in checks.items() if not check.get("ok", False))
         if failing:
             return error_response(503, "not_ready", f"not ready: {', '.join(failing)}",
@@ -300,8 +293,7 @@ def build_router() -> APIRouter:
                 tags=[Tag.SERVICE], operation_id="getMetrics",
                 responses={200: {"content": {"text/plain": {}}, "description": "Prometheus "
                                  "text format"}})
-    async def metrics(request: Request) -> Response:
-        registry: Metrics = request.app.state.metrics
+    async def metrics(registry: MetricsDep) -> Response:
         body = await run_in_threadpool(registry.render)
         return Response(body, media_type=PROMETHEUS_CONTENT_TYPE)
 

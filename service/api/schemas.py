@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from azr_verify.service.audit import AuditRecord
 from azr_verify.service.models import (
     CheckItem,
     CheckResult,
+    JobState,
     PolicyName,
     TestcaseItem,
     TestcaseResult,
 )
+from azr_verify.service.stores.audit.records import AuditRecord
 
 
 class CheckRequest(BaseModel):
@@ -45,31 +45,9 @@ class TestcaseResponse(BaseModel):
     results: list[TestcaseResult]
 
 
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    FINISHED = "finished"
-    FAILED = "failed"
-
-
 class JobCreated(BaseModel):
     job_id: str
     status: JobState
-
-
-class JobProgress(BaseModel):
-    done: int
-    total: int
-
-
-class JobStatusResponse(BaseModel):
-    job_id: str
-    status: JobState
-    progress: JobProgress
-    results: list[CheckResult] | None = Field(None, description="Set once the job is "
-                                              "finished or failed (failed chunks answer "
-                                              "sandbox_error).")
-    error: str | None = None
 
 
 class AuditResponse(BaseModel):

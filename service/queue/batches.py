@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ from rq.serializers import JSONSerializer
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import OverloadedError
 from azr_verify.service.models import CheckResult, PolicyName
-from azr_verify.service.queue import jobs, scripts
+from azr_verify.service.queue import scripts
 from azr_verify.service.queue.connection import translate_errors
 from azr_verify.service.queue.keys import Keys
 
@@ -47,18 +47,25 @@ def chunk_bounds(total: int, chunk_size: int) -> list[tuple[int, int]]:
 class ChunkKind(StrEnum):
     """What a batch's chunks hold: triples (/v1/check, /v1/jobs), test-case programs
     (/v1/testcases) or one script run (/run_code). Each kind has its own RQ job function and
-    failure callback (queue/jobs.py) and its own result model."""
+    failure callback (queue/chunks.py) and its own result model."""
 
     TRIPLES = "triples"
     TESTCASES = "testcases"
     RUN_CODE = "run_code"
 
 
-# The RQ job function and failure callback of each kind.
-_CHUNK_JOBS: dict[ChunkKind, tuple[Callable[..., int], Callable[..., None]]] = {
-    ChunkKind.TRIPLES: (jobs.run_chunk, jobs.chunk_failed),
-    ChunkKind.TESTCASES: (jobs.run_testcase_chunk, jobs.testcase_chunk_failed),
-    ChunkKind.RUN_CODE: (jobs.run_code_chunk, jobs.run_code_chunk_failed),
+# The module whose dotted paths RQ stores with each chunk job, and workers import the job's
+# function and failure callback from (queue/jobs.py): part of the wire between the API and the
+# workers, so it keeps its name although the code lives in queue/chunks.py.
+CHUNK_JOBS_MODULE = "azr_verify.service.queue.jobs"
+# The RQ job function and failure callback of each kind, by the paths stored in Redis.
+CHUNK_JOBS: dict[ChunkKind, tuple[str, str]] = {
+    kind: (f"{CHUNK_JOBS_MODULE}.{function}", f"{CHUNK_JOBS_MODULE}.{on_failure}")
+    for kind, function, on_failure in (
+        (ChunkKind.TRIPLES, "run_chunk", "chunk_failed"),
+        (ChunkKind.TESTCASES, "run_testcase_chunk", "testcase_chunk_failed"),
+        (ChunkKind.RUN_CODE, "run_code_chunk", "run_code_chunk_failed"),
+    )
 }
 M = TypeVar("M", bound=BaseModel)
 
@@ -107,7 +114,7 @@ class BatchSubmitter:
                key_name: str | None, kind: ChunkKind = ChunkKind.TRIPLES) -> int:
         """Enqueues every chunk in one transaction; returns the number of chunks."""
         s = self.settings
-        function, on_failure = _CHUNK_JOBS[kind]
+        function, on_failure = CHUNK_JOBS[kind]
         bounds = chunk_bounds(len(items), s.chunk_size)
         retry = Retry(max=s.job_retries, enqueue_at_front=True) if s.job_retries else None
         datas = []
@@ -142,25 +149,26 @@ class BatchReader:
         self.client = client
         self.settings = settings
         self.keys = Keys.from_settings(settings)
-        self._admit = client.register_script(scripts.ADMIT)
-        self._release = client.register_script(scripts.RELEASE)
+        self._admit = scripts.AdmitScript(client)
+        self._release = scripts.ReleaseScript(client)
 
     async def admit(self, items: int) -> int:
         """Reserves queue depth for `items`, or raises OverloadedError."""
         with translate_errors("admission"):
-            depth = int(await self._admit(keys=[self.keys.pending_items],
-                                          args=[items, self.settings.max_queue_depth]))
-        if depth < 0:
+            admission = await self._admit(pending_items_key=self.keys.pending_items,
+                                          items=items, max_depth=self.settings.max_queue_depth)
+        if not admission.admitted:
             raise OverloadedError(
-                f"{-depth - 1} items are queued; {items} more would exceed the configured "
+                f"{admission.depth} items are queued; {items} more would exceed the configured "
                 f"depth of {self.settings.max_queue_depth}",
                 retry_after_s=self.settings.overload_retry_after_s)
-        return depth
+        return admission.depth
 
     async def release(self, items: int, job_ids: Sequence[str]) -> None:
         with translate_errors("release"):
-            await self._release(keys=[self.keys.pending_items, self.keys.inflight],
-                                args=[items, *job_ids])
+            await self._release(pending_items_key=self.keys.pending_items,
+                                inflight_key=self.keys.inflight, items=items,
+                                job_ids=list(job_ids))
 
     async def depth(self) -> int:
         with translate_errors("queue depth"):
@@ -220,19 +228,19 @@ class ChunkReporter:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
-        self._complete = client.register_script(scripts.COMPLETE)
-        self._progress = client.register_script(scripts.PROGRESS)
+        self._complete = scripts.CompleteScript(client)
+        self._progress = scripts.ProgressScript(client)
 
     def progress(self, batch_id: str, index: int, done: int, ttl_s: int) -> None:
-        self._progress(keys=[self.keys.progress(batch_id), self.keys.chunk_result(batch_id, index)],
-                       args=[index, done, ttl_s])
+        self._progress(progress_key=self.keys.progress(batch_id),
+                       result_key=self.keys.chunk_result(batch_id, index), index=index,
+                       done=done, ttl_s=ttl_s)
 
     def complete(self, batch_id: str, index: int, job_id: str,
-                 results: Sequence[BaseModel], failed: bool, ttl_s: int) -> int:
-        """1: this call answered the chunk; 0: it was answered before; -1: the batch is gone."""
-        keys = [self.keys.chunk_result(batch_id, index), self.keys.batch(batch_id),
-                self.keys.progress(batch_id), self.keys.notify(batch_id),
-                self.keys.pending_items, self.keys.inflight]
-        args: list[Any] = [encode_results(results), ttl_s, len(results), index,
-                           1 if failed else 0, job_id]
-        return int(self._complete(keys=keys, args=args))
+                 results: Sequence[BaseModel], failed: bool, ttl_s: int) -> scripts.Completion:
+        keys = scripts.ChunkKeys(
+            result=self.keys.chunk_result(batch_id, index), batch=self.keys.batch(batch_id),
+            progress=self.keys.progress(batch_id), notify=self.keys.notify(batch_id),
+            pending_items=self.keys.pending_items, inflight=self.keys.inflight)
+        return self._complete(keys=keys, results_json=encode_results(results), ttl_s=ttl_s,
+                              items=len(results), index=index, failed=failed, job_id=job_id)

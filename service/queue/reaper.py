@@ -1,6 +1,6 @@
 """Finds the chunk jobs of dead workers and puts them back on the queue.
 
-A worker proves it is alive by heartbeats while it runs a job (service/worker.py); a job whose
+A worker proves it is alive by heartbeats while it runs a job (queue/worker.py); a job whose
 heartbeats stopped (the worker was SIGKILLed, its machine vanished) expires from RQ's
 StartedJobRegistry, and `cleanup()` re-enqueues it while it has retries left or answers it
 through its failure callback. RQ's own workers run this only every few minutes, so the API
@@ -36,7 +36,7 @@ class Reaper:
         self.keys = Keys.from_settings(settings)
         self.queue = make_queue(client, settings)
         self.lock_ms = max(1, int(settings.reap_interval_s * 1000 * 0.9))
-        self._forget = client.register_script(scripts.FORGET)
+        self._forget = scripts.ForgetScript(client)
         self._runs = 0
 
     def reap(self) -> None:
@@ -62,9 +62,8 @@ class Reaper:
                 for job_id, present in zip(job_ids, exists, strict=True) if not present]
         if not lost:
             return 0
-        args = [value for pair in lost for value in pair]
-        forgotten = int(self._forget(keys=[self.keys.pending_items, self.keys.inflight],
-                                     args=args))
+        forgotten = self._forget(pending_items_key=self.keys.pending_items,
+                                 inflight_key=self.keys.inflight, lost=lost)
         if forgotten:
             log.warning("forgot in-flight chunks whose jobs vanished",
                         extra={"chunks": forgotten})

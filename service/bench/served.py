@@ -41,8 +41,9 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def wait_ready(url: str, process: subprocess.Popen[bytes],
+               timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{url}: the server exited with {process.returncode}")
@@ -78,13 +79,22 @@ def cli_argv(*args: str) -> list[str]:
 
 
 @contextmanager
-def served_api(settings: Settings, logs: Path) -> Iterator[str]:
-    """`azr-verify serve` on a free local port; yields its base URL once /readyz answers."""
+def served_process(env: dict[str, str], logs: Path, start_timeout_s: float = START_TIMEOUT_S
+                   ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`azr-verify serve` in the environment `env` on a free local port; yields its base URL
+    and its process once /readyz answers."""
     port = free_port()
     with managed_process(cli_argv("serve", "--host", "127.0.0.1", "--port", str(port)),
-                         child_env(settings), logs / f"api-{port}.log") as process:
+                         env, logs / f"api-{port}.log") as process:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(f"{url}/readyz", process)
+        wait_ready(f"{url}/readyz", process, start_timeout_s)
+        yield url, process
+
+
+@contextmanager
+def served_api(settings: Settings, logs: Path) -> Iterator[str]:
+    """`azr-verify serve` configured by `settings`; yields its base URL once /readyz answers."""
+    with served_process(child_env(settings), logs) as (url, _process):
         yield url
 
 

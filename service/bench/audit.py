@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,8 +21,10 @@ from pathlib import Path
 
 import httpx
 
-from azr_verify.service.audit import DB_NAME, AuditRecord, SqliteAuditStore, program_hash
+from azr_verify.service.bench.served import served_process
 from azr_verify.service.models import Verdict, Violation
+from azr_verify.service.stores.audit.records import AuditRecord, program_hash
+from azr_verify.service.stores.audit.sqlite import DB_NAME, SqliteAuditStore
 
 RARE_WORD = "needlemarker"
 RARE_EVERY = 100_000
@@ -89,41 +87,13 @@ def fill(path: Path, count: int, now: float) -> float:
     return count / (time.perf_counter() - started)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
-def served(data_dir: Path, log: Path) -> Iterator[str]:
-    port = _free_port()
+def served(data_dir: Path, logs: Path) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AZR_VERIFY_")}
     env.update({"AZR_VERIFY_DATA_DIR": str(data_dir), "AZR_VERIFY_WORKERS": "1",
                 "AZR_VERIFY_AUDIT_RETENTION": "100000000"})
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "azr_verify.service.cli", "serve", "--host", "127.0.0.1",
-             "--port", str(port)], env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"azr-verify serve exited with {process.returncode}; "
-                                   f"see {log}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"azr-verify serve did not start; see {log}")
-            time.sleep(0.1)
+    with served_process(env, logs, START_TIMEOUT_S) as (url, _process):
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
 
 
 def _timed(client: httpx.Client, path: str, rounds: int) -> list[float]:
@@ -168,7 +138,7 @@ def run_audit_bench(records: int = 1_000_000, rounds: int = 5) -> str:
         db = data / DB_NAME
         insert_rate = fill(db, records, now)
         size_mb = sum(f.stat().st_size for f in data.iterdir()) / 1e6
-        with served(data, Path(tmp) / "serve.log") as url, \
+        with served(data, Path(tmp)) as url, \
                 httpx.Client(base_url=url, timeout=120) as client:
             first = client.get("/v1/audit", params={"limit": 50}).json()
             newest_id = first["records"][0]["id"]

@@ -32,7 +32,6 @@ from typing import Protocol
 import httpx
 
 from azr_verify.client import AnswerOutcome, Client, ClientConfig, TaskType, Verdict
-from azr_verify.service.api.bench_support import ServiceCounters, read_counters, served_api
 from azr_verify.service.azr_step.reference import (
     InputPredictionJob,
     Job,
@@ -51,6 +50,7 @@ from azr_verify.service.azr_step.workload import (
     StepWorkload,
     generate_step,
 )
+from azr_verify.service.bench.served import ServiceCounters, read_counters, served_api
 from azr_verify.service.config import Settings
 from azr_verify.trainer_adapter.parsing import InductionProposal, TripleProposal
 from azr_verify.trainer_adapter.rewards import Outcome

@@ -25,13 +25,14 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from azr_verify.service.api.bench_support import (
+from azr_verify.service.bench.engine import trivial_items
+from azr_verify.service.bench.rows import Row, best_of
+from azr_verify.service.bench.served import (
     START_TIMEOUT_S,
     child_env,
     cli_argv,
@@ -39,7 +40,6 @@ from azr_verify.service.api.bench_support import (
     redis_server,
     served_api,
 )
-from azr_verify.service.bench import trivial_items
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, PolicyName, Verdict
@@ -47,22 +47,6 @@ from azr_verify.service.models import CheckItem, PolicyName, Verdict
 BATCH = 256
 # Offsets that keep each phase's programs distinct from every other phase's.
 _PHASE_OFFSET = 10_000_000
-
-
-@dataclass
-class Row:
-    what: str
-    triples: int
-    seconds: float
-    latencies_ms: list[float] = field(default_factory=list)
-
-    @property
-    def rate(self) -> float:
-        return self.triples / self.seconds if self.seconds else 0.0
-
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 class _Phases:
@@ -86,15 +70,6 @@ def _check_accepted(results: list[dict[str, Any]]) -> None:
 
 
 # -- measurements ---------------------------------------------------------------------------
-
-
-def _merge(rows: list[Row]) -> Row:
-    """Rounds of one measurement: the best (fastest) round's throughput, every round's
-    latencies. Best-of-N, as timeit does: other tenants of a shared machine only slow a
-    round down, never speed it up."""
-    best = min(rows, key=lambda row: row.seconds)
-    return Row(best.what, best.triples, best.seconds,
-               [ms for row in rows for ms in row.latencies_ms])
 
 
 def _post(client: httpx.Client, body: bytes) -> list[dict[str, Any]]:
@@ -244,7 +219,7 @@ def bench_distributed(settings: Settings, redis_binary: str, phases: _Phases, tr
                 for _ in range(rounds):
                     batches.append(http_batches(url, what, phases, triples, runs, clients=2))
                     singles.append(http_single(url, what, phases, single, runs))
-                rows += [_merge(batches), _merge(singles)]
+                rows += [best_of(batches), best_of(singles)]
     return rows
 
 
@@ -274,7 +249,7 @@ def run_http_bench(settings: Settings, triples: int = 2048, single: int = 200,
                 keep(http_single(url, "HTTP embedded", phases, single, determinism_runs))
                 keep(http_single_under_load(url, "HTTP embedded", phases, single // 2,
                                             determinism_runs, embedded.max_items))
-        rows = [_merge(group) for group in measured.values()]
+        rows = [best_of(group) for group in measured.values()]
         skipped = None
         redis_binary = shutil.which("redis-server")
         if distributed and redis_binary is None:
@@ -296,7 +271,7 @@ def format_rows(rows: list[Row], engine: Row, settings: Settings, runs: int, rou
         ratio = f"{row.rate / engine.rate:.0%}" if engine.rate and not row.latencies_ms else ""
         p50 = f"{row.percentile(0.50):.1f}" if row.latencies_ms else ""
         p99 = f"{row.percentile(0.99):.1f}" if row.latencies_ms else ""
-        lines.append(f"{row.what:<60} {row.triples:>7} {row.seconds:>8.2f} {row.rate:>10.1f} "
+        lines.append(f"{row.what:<60} {row.count:>7} {row.seconds:>8.2f} {row.rate:>10.1f} "
                      f"{ratio:>9} {p50:>7} {p99:>7}")
     if note:
         lines.append(f"({note})")

@@ -7,9 +7,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from azr_verify.service.api.schemas import JobProgress, JobState, JobStatusResponse
 from azr_verify.service.errors import JobNotFoundError
-from azr_verify.service.models import CheckResult
+from azr_verify.service.models import CheckResult, JobProgress, JobState, JobStatusResponse
 
 
 @dataclass

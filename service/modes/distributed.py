@@ -16,8 +16,6 @@ from typing import Any, TypeVar
 import anyio
 from pydantic import BaseModel
 
-from azr_verify.service.api.schemas import JobProgress, JobState, JobStatusResponse
-from azr_verify.service.audit import RedisAuditStore
 from azr_verify.service.config import Settings
 from azr_verify.service.errors import (
     BatchLostError,
@@ -29,6 +27,9 @@ from azr_verify.service.metrics import TelemetrySnapshot
 from azr_verify.service.models import (
     CheckItem,
     CheckResult,
+    JobProgress,
+    JobState,
+    JobStatusResponse,
     PolicyName,
     RunResult,
     ScriptRunItem,
@@ -48,6 +49,7 @@ from azr_verify.service.queue.connection import async_client, sync_client, trans
 from azr_verify.service.queue.keys import Keys
 from azr_verify.service.queue.reaper import MISSED_BEATS, Reaper
 from azr_verify.service.queue.telemetry import RedisTelemetry
+from azr_verify.service.stores.audit.redis import RedisAuditStore
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def job_state(status: BatchStatus) -> JobState:
     return JobState.QUEUED
 
 
-class DistributedBackend:
+class DistributedMode:
     mode = "distributed"
 
     def __init__(self, settings: Settings) -> None:

@@ -11,9 +11,9 @@ import logging
 
 import redis
 
-from azr_verify.service.cache import CachedRun
 from azr_verify.service.queue.connection import REDIS_ERRORS
 from azr_verify.service.queue.keys import Keys
+from azr_verify.service.stores.cache.entries import CachedRun
 
 log = logging.getLogger(__name__)
 

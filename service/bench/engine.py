@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from azr_verify.service.azr_step.reference import ProposalJob, ProposalResult, ReferenceExecutor
+from azr_verify.service.bench.rows import Row
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, PolicyName, Verdict
@@ -39,20 +39,8 @@ def trivial_items(count: int, determinism_runs: int, offset: int = 0) -> list[Ch
     ]
 
 
-@dataclass
-class BenchResult:
-    name: str
-    triples: int
-    seconds: float
-    note: str = ""  # what else was measured on this row (printed under the table)
-
-    @property
-    def rate(self) -> float:
-        return self.triples / self.seconds if self.seconds else 0.0
-
-
 def bench_engine(engine: Engine, triples: int, determinism_runs: int,
-                 batch_size: int = 256) -> BenchResult:
+                 batch_size: int = 256) -> Row:
     warm = trivial_items(64, determinism_runs, offset=10**6)
     engine.check(warm, PolicyName.AZR)
     items = trivial_items(triples, determinism_runs)
@@ -68,12 +56,12 @@ def bench_engine(engine: Engine, triples: int, determinism_runs: int,
     executions = max(1, after.executions - before.executions)
     faults = (after.child_minor_faults - before.child_minor_faults) / executions
     cpu_ms = (after.child_cpu_ms - before.child_cpu_ms) / executions
-    return BenchResult("engine", triples, seconds,
+    return Row("engine", triples, seconds,
                        note=f"engine: {executions} executions; per execution, the sandboxed "
                             f"child's {faults:.0f} minor page faults and {cpu_ms:.2f} ms of CPU")
 
 
-def bench_naive(python: str, triples: int, determinism_runs: int, workers: int) -> BenchResult:
+def bench_naive(python: str, triples: int, determinism_runs: int, workers: int) -> Row:
     items = trivial_items(triples, determinism_runs)
 
     def run(item: CheckItem, seed: int) -> str:
@@ -90,11 +78,11 @@ def bench_naive(python: str, triples: int, determinism_runs: int, workers: int) 
                    for item in items for seed in range(1, determinism_runs + 1)]
         for future in futures:
             future.result()
-    return BenchResult("naive python -c per execution", triples,
+    return Row("naive python -c per execution", triples,
                        time.perf_counter() - started)
 
 
-def bench_in_process(triples: int) -> BenchResult:
+def bench_in_process(triples: int) -> Row:
     """AZR's reference executor (azr_step/reference.py): each program checked as a proposal,
     `exec`'d in one unsandboxed worker process with `f` called twice there, one round trip per
     program."""
@@ -109,11 +97,11 @@ def bench_in_process(triples: int) -> BenchResult:
              if not isinstance(result, ProposalResult) or result.output != item.output]
     if wrong:
         raise RuntimeError(f"in-process baseline disagrees: {wrong[0]}")
-    return BenchResult("in-process exec, one worker (AZR's)", triples, seconds)
+    return Row("in-process exec, one worker (AZR's)", triples, seconds)
 
 
 def run_bench(settings: Settings, triples: int, baseline_triples: int,
-              determinism_runs: int) -> list[BenchResult]:
+              determinism_runs: int) -> list[Row]:
     started = time.perf_counter()
     engine = Engine.start(settings)
     startup = time.perf_counter() - started
@@ -129,14 +117,14 @@ def run_bench(settings: Settings, triples: int, baseline_triples: int,
     return [engine_result, naive, bench_in_process(triples)]
 
 
-def format_results(results: list[BenchResult]) -> str:
+def format_results(results: list[Row]) -> str:
     lines = [f"{'what':<34} {'triples':>8} {'seconds':>8} {'triples/s':>10}"]
     for result in results:
-        lines.append(f"{result.name:<34} {result.triples:>8} {result.seconds:>8.2f} "
+        lines.append(f"{result.what:<34} {result.count:>8} {result.seconds:>8.2f} "
                      f"{result.rate:>10.1f}")
     engine, *baselines = results
     for baseline in baselines:
         if baseline.rate:
-            lines.append(f"ratio engine / {baseline.name}: {engine.rate / baseline.rate:.2f}x")
+            lines.append(f"ratio engine / {baseline.what}: {engine.rate / baseline.rate:.2f}x")
     lines += [result.note for result in results if result.note]
     return "\n".join(lines)

@@ -31,16 +31,16 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from azr_verify.service.audit import RedisAuditStore
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.queue.batches import ChunkReporter, make_queue
-from azr_verify.service.queue.cache import RedisCache
+from azr_verify.service.queue.chunks import ChunkRuntime, installed
 from azr_verify.service.queue.connection import REDIS_ERRORS, check_reachable, sync_client
-from azr_verify.service.queue.jobs import ChunkRuntime, installed
 from azr_verify.service.queue.keys import Keys
 from azr_verify.service.queue.reaper import MISSED_BEATS
 from azr_verify.service.queue.telemetry import TelemetryWriter
+from azr_verify.service.stores.audit.redis import RedisAuditStore
+from azr_verify.service.stores.cache.redis import RedisCache
 
 log = logging.getLogger(__name__)
 

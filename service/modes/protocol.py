@@ -1,6 +1,7 @@
-"""The seam between the routes and where items run: in-process (embedded) or on RQ workers.
+"""The seam between the HTTP routes and where items run: the execution mode, in-process
+(embedded) or on RQ workers (distributed) (docs/design.md §5).
 
-Both implementations answer the same calls; the routes never know which one they talk to.
+Both modes answer the same calls; the routes never know which one they talk to.
 """
 
 from __future__ import annotations
@@ -8,20 +9,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from azr_verify.service.api.schemas import JobStatusResponse
-from azr_verify.service.audit import AuditStore
 from azr_verify.service.metrics import TelemetrySnapshot
 from azr_verify.service.models import (
     CheckItem,
     CheckResult,
+    JobStatusResponse,
     PolicyName,
     RunResult,
     TestcaseItem,
     TestcaseResult,
 )
+from azr_verify.service.stores.audit.query import AuditStore
 
 
-class Backend(Protocol):
+class ExecutionMode(Protocol):
     mode: str
 
     async def start(self) -> None: ...
@@ -55,7 +56,7 @@ class Backend(Protocol):
 
     @property
     def audit_store(self) -> AuditStore:
-        """The audit log (blocking; read it through service/api/auditing.py)."""
+        """The audit log (blocking; the routes read it through service/api/auditing.py)."""
         ...
 
     async def readiness(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from azr_verify.service.api.bench import _child_env, _cli, _free_port, _process, _wait
+from azr_verify.service.bench.served import child_env, served_process
 from azr_verify.service.config import MIB, Settings
 from azr_verify.service.verify.literals import LiteralError, parse_literal
 
@@ -103,11 +103,7 @@ def _rss_bytes(pid: int) -> int:
 
 @contextmanager
 def _server(settings: Settings, logs: Path) -> Iterator[tuple[str, int]]:
-    port = _free_port()
-    with _process(_cli("serve", "--host", "127.0.0.1", "--port", str(port)),
-                  _child_env(settings), logs / f"serve-{port}.log") as process:
-        url = f"http://127.0.0.1:{port}"
-        _wait(f"{url}/readyz", process)
+    with served_process(child_env(settings), logs) as (url, process):
         yield url, process.pid
 
 

@@ -11,15 +11,6 @@ from typing import Any
 
 import anyio
 
-from azr_verify.service.api.jobs import MemoryJob, MemoryJobStore
-from azr_verify.service.api.schemas import JobStatusResponse
-from azr_verify.service.audit import (
-    DB_NAME,
-    SqliteAuditStore,
-    records_for,
-    run_code_record,
-    testcase_records_for,
-)
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.errors import OverloadedError
@@ -32,11 +23,19 @@ from azr_verify.service.metrics import (
 from azr_verify.service.models import (
     CheckItem,
     CheckResult,
+    JobStatusResponse,
     PolicyName,
     RunResult,
     TestcaseItem,
     TestcaseResult,
 )
+from azr_verify.service.stores.audit.records import (
+    records_for,
+    run_code_record,
+    testcase_records_for,
+)
+from azr_verify.service.stores.audit.sqlite import DB_NAME, SqliteAuditStore
+from azr_verify.service.stores.jobs import MemoryJob, MemoryJobStore
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class Admission:
             self._depth -= items
 
 
-class EmbeddedBackend:
+class EmbeddedMode:
     mode = "embedded"
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
@@ -84,13 +83,13 @@ class EmbeddedBackend:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            raise RuntimeError("the backend is not started")
+            raise RuntimeError("the embedded mode is not started")
         return self._engine
 
     @property
     def audit_store(self) -> SqliteAuditStore:
         if self._audit is None:
-            raise RuntimeError("the backend is not started")
+            raise RuntimeError("the embedded mode is not started")
         return self._audit
 
     async def start(self) -> None:
@@ -177,7 +176,7 @@ class EmbeddedBackend:
     async def submit(self, items: Sequence[CheckItem], policy: PolicyName,
                      key_name: str | None) -> str:
         if self._runner is None:
-            raise RuntimeError("the backend is not started")
+            raise RuntimeError("the embedded mode is not started")
         self.admission.admit(len(items))
         job = self.jobs.create(len(items), key_name)
         try:

@@ -1,6 +1,6 @@
 """CPU cost of the static check in the trusted process, per program shape (docs/design.md §6).
 
-    .venv/bin/python -m azr_verify.service.policy_bench [--kilobytes 256]
+    .venv/bin/python -m azr_verify.service.bench.policy [--kilobytes 256]
 
 For each workload, side by side: `ast.parse` alone (the floor: any AST-based check parses), the
 previous approach (`ast.parse` + `compile`, which CPython 3.11 does in superlinear time on some

@@ -22,13 +22,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from azr_verify.service.api.bench import _api
+from azr_verify.service.bench.rows import Row
+from azr_verify.service.bench.served import served_api
 from azr_verify.service.config import Settings
 from azr_verify.service.engine import Engine
 from azr_verify.service.models import PolicyName, TestCase, TestcaseItem, Verdict
@@ -36,17 +36,6 @@ from azr_verify.service.models import PolicyName, TestCase, TestcaseItem, Verdic
 PROGRAMS_PER_BATCH = 32
 HTTP_BATCH_CLIENTS = 2
 RUN_CODE_CLIENTS = 8
-
-
-@dataclass
-class Row:
-    name: str
-    cases: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.cases / self.seconds if self.seconds else 0.0
 
 
 def workload(programs: int, cases: int, offset: int) -> list[TestcaseItem]:
@@ -157,14 +146,14 @@ def run_testcase_bench(settings: Settings, programs: int, cases: int, baseline_c
     report(f"cpus={os.cpu_count()} zygotes={settings.workers} backend={settings.sandbox.value} "
            f"programs={programs} cases/program={cases}")
     rows = [bench_engine(settings, programs, cases)]
-    report(f"{rows[-1].name}: {rows[-1].rate:.0f} cases/s")
+    report(f"{rows[-1].what}: {rows[-1].rate:.0f} cases/s")
     with tempfile.TemporaryDirectory(prefix="azr-bench-tc-") as tmp:
         served = settings.model_copy(update={"data_dir": Path(tmp) / "data"})
-        with _api(served, Path(tmp)) as url:
+        with served_api(served, Path(tmp)) as url:
             rows.append(bench_http_testcases(url, programs, cases))
-            report(f"{rows[-1].name}: {rows[-1].rate:.0f} cases/s")
+            report(f"{rows[-1].what}: {rows[-1].rate:.0f} cases/s")
             rows.append(bench_http_run_code(url, max(1, programs // 4), cases))
-            report(f"{rows[-1].name}: {rows[-1].rate:.0f} cases/s")
+            report(f"{rows[-1].what}: {rows[-1].rate:.0f} cases/s")
     baseline_programs = max(1, baseline_cases // cases)
     rows.append(bench_baseline(sys.executable, baseline_programs, cases, settings.workers))
     return format_rows(rows)
@@ -175,6 +164,6 @@ def format_rows(rows: list[Row]) -> str:
     lines = [f"{'what':<62} {'cases':>6} {'seconds':>8} {'cases/s':>8} {'vs baseline':>11}"]
     for row in rows:
         ratio = f"{row.rate / baseline:.1f}x" if baseline else "-"
-        lines.append(f"{row.name:<62} {row.cases:>6} {row.seconds:>8.2f} {row.rate:>8.1f} "
+        lines.append(f"{row.what:<62} {row.count:>6} {row.seconds:>8.2f} {row.rate:>8.1f} "
                      f"{ratio:>11}")
     return "\n".join(lines)
