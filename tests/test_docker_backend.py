@@ -45,6 +45,7 @@ from azr_verify.service.sandbox.docker_backend import (
 )
 from azr_verify.service.sandbox.pool import ZygotePool, ZygoteState, draw_secrets
 from azr_verify.service.sandbox.protocol import ExecOutcome, ExecRequest, OutcomeKind
+from azr_verify.service.sandbox.seccomp.zygote_filter import native_zygote_filter
 
 from .guards import fresh
 from .hostile_cases import HOSTILE_CASES, PROJECT_DIR, HostileCase
@@ -352,8 +353,9 @@ _CRASHING_SERVICE = textwrap.dedent("""
     from azr_verify.service.config import Settings
     from azr_verify.service.sandbox.docker_backend import DockerLauncher
     from azr_verify.service.sandbox.pool import draw_secrets
+    from azr_verify.service.sandbox.seccomp.zygote_filter import native_zygote_filter
     launcher = DockerLauncher(Settings(sandbox="docker"))
-    container_id = launcher.create_container(draw_secrets(1)[0],
+    container_id = launcher.create_container(draw_secrets(1, native_zygote_filter())[0],
                                              "azr-sbx-orphan-" + secrets.token_hex(4))
     docker.from_env().api.start(container_id)  # running, never attached: nothing ends it
     print(container_id, flush=True)
@@ -381,7 +383,7 @@ def test_restart_with_the_same_instance_id_removes_its_old_containers(docker_rea
         -> None:
     instance = f"azr-test-{os.getpid()}-{time.monotonic_ns()}"
     first = DockerLauncher(docker_settings(), instance_id=instance)
-    leftover = first.create_container(draw_secrets(1)[0],
+    leftover = first.create_container(draw_secrets(1, native_zygote_filter())[0],
                                       f"azr-sbx-leftover-{time.monotonic_ns()}")
     sdk().start(leftover)
     try:

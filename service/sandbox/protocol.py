@@ -195,14 +195,18 @@ class ZygoteSecrets:
 
     `hash_seed` is its seed group's PYTHONHASHSEED; `layout` ("t0,t1,...") names where its
     children leave each small-object size class, so that object addresses differ between
-    groups. Neither is ever shown to a program or logged.
+    groups. Neither is ever shown to a program or logged. `seccomp_filter` is no secret, but it
+    travels the same way: the BPF program the zygote installs on itself, compiled by the host
+    (docs/design.md §4), in its environment from exec on, before anything untrusted runs.
     """
 
     hash_seed: int
     layout: str
+    seccomp_filter: bytes
 
     def environment(self) -> dict[str, str]:
-        return {runner.ENV_HASH_SEED: str(self.hash_seed), runner.ENV_LAYOUT: self.layout}
+        return {runner.ENV_HASH_SEED: str(self.hash_seed), runner.ENV_LAYOUT: self.layout,
+                runner.ENV_SECCOMP_FILTER: self.seccomp_filter.hex()}
 
     def __repr__(self) -> str:  # keep the secrets out of logs and tracebacks
         return "ZygoteSecrets(<hidden>)"
