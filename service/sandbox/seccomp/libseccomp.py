@@ -101,23 +101,27 @@ def _check(result: int, what: str) -> None:
         raise SandboxUnavailableError(f"libseccomp: {what}: {os.strerror(-result)}")
 
 
-def architecture_token(name: str) -> int:
+def _architecture_token(library: ctypes.CDLL, name: str) -> int:
     """libseccomp's token (the kernel's AUDIT_ARCH_* value) for an architecture name."""
-    token = int(_load().seccomp_arch_resolve_name(name.encode()))
+    token = int(library.seccomp_arch_resolve_name(name.encode()))
     if token == 0:
         raise SandboxUnavailableError(f"libseccomp does not know the architecture {name!r}")
     return token
 
 
-def syscall_number(architecture: str, name: str) -> int | None:
-    """The syscall's number on `architecture`; None where that architecture has no such call.
-    A name libseccomp does not know at all is an error: a refusal must never vanish."""
-    number = int(_load().seccomp_syscall_resolve_name_arch(architecture_token(architecture),
-                                                           name.encode()))
+def _syscall_number(library: ctypes.CDLL, token: int, name: str) -> int | None:
+    number = int(library.seccomp_syscall_resolve_name_arch(token, name.encode()))
     if number == UNKNOWN_SYSCALL:
         raise SandboxUnavailableError(
             f"libseccomp does not know the syscall {name!r} (a newer libseccomp2 does)")
     return number if number >= 0 else None
+
+
+def syscall_number(architecture: str, name: str) -> int | None:
+    """The syscall's number on `architecture`; None where that architecture has no such call.
+    A name libseccomp does not know at all is an error: a refusal must never vanish."""
+    library = _load()
+    return _syscall_number(library, _architecture_token(library, architecture), name)
 
 
 class Filter:
@@ -125,19 +129,25 @@ class Filter:
 
     def __init__(self, architecture: str, default_action: int, bad_arch_action: int) -> None:
         self._library = _load()
-        self.architecture = architecture
+        self._token = token = _architecture_token(self._library, architecture)
         self._context = self._library.seccomp_init(default_action)
         if not self._context:
             raise SandboxUnavailableError("libseccomp: seccomp_init failed")
-        token, native = architecture_token(architecture), self._library.seccomp_arch_native()
+        try:
+            self._configure(token, bad_arch_action)
+        except SandboxUnavailableError:
+            self._library.seccomp_release(self._context)
+            raise
+
+    def _configure(self, token: int, bad_arch_action: int) -> None:
+        library, context = self._library, self._context
+        native = library.seccomp_arch_native()
         if token != native:
-            _check(self._library.seccomp_arch_add(self._context, token), "seccomp_arch_add")
-            _check(self._library.seccomp_arch_remove(self._context, native),
-                   "seccomp_arch_remove")
-        _check(self._library.seccomp_attr_set(self._context, _Attribute.BAD_ARCH_ACTION,
-                                              bad_arch_action), "bad architecture action")
-        _check(self._library.seccomp_attr_set(self._context, _Attribute.OPTIMIZE, BINARY_TREE),
-               "optimize")
+            _check(library.seccomp_arch_add(context, token), "seccomp_arch_add")
+            _check(library.seccomp_arch_remove(context, native), "seccomp_arch_remove")
+        _check(library.seccomp_attr_set(context, _Attribute.BAD_ARCH_ACTION, bad_arch_action),
+               "bad architecture action")
+        _check(library.seccomp_attr_set(context, _Attribute.OPTIMIZE, BINARY_TREE), "optimize")
 
     def __enter__(self) -> Filter:
         return self
@@ -149,7 +159,7 @@ class Filter:
     def add_rule(self, action: int, syscall: str, comparisons: Sequence[Comparison] = ()) -> bool:
         """Adds `action` for `syscall` when every comparison holds; returns False (and adds
         nothing) where this architecture has no such syscall."""
-        if syscall_number(self.architecture, syscall) is None:
+        if _syscall_number(self._library, self._token, syscall) is None:
             return False
         # The native number: libseccomp translates it, by name, for the filter's architecture.
         native_number = self._library.seccomp_syscall_resolve_name(syscall.encode())
