@@ -222,6 +222,9 @@ def test_pool_container_has_every_hardening_setting(docker_pool: ZygotePool) -> 
     group = next(group for group, drawn in enumerate(docker_pool.secrets)
                  if env["PYTHONHASHSEED"] == str(drawn.hash_seed))
     assert env.pop("AZR_LAYOUT") == docker_pool.secrets[group].layout
+    # The filter the service compiled, there from the container's start (docs/design.md §4).
+    assert bytes.fromhex(env.pop("AZR_SECCOMP_FILTER")) == native_zygote_filter() \
+        == docker_pool.secrets[group].seccomp_filter
     env.pop("PYTHONHASHSEED")
     assert set(env) <= {"PATH", "HOSTNAME", "HOME"}
 
