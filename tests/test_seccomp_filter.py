@@ -44,6 +44,7 @@ from azr_verify.service.sandbox.seccomp.libseccomp import (
     syscall_number,
 )
 from azr_verify.service.sandbox.seccomp.policy import (
+    POLICY_PATH,
     ArgumentRule,
     ArgumentTest,
     Refusal,
@@ -267,6 +268,23 @@ def test_other_abis_are_refused() -> None:
 def test_an_architecture_the_policy_does_not_cover_is_refused_at_start() -> None:
     with pytest.raises(SandboxUnavailableError, match="covers x86_64, aarch64, not riscv64"):
         compile_zygote_filter(POLICY, "riscv64")
+
+
+def test_a_syscall_libseccomp_does_not_know_fails_the_compilation(tmp_path: Path) -> None:
+    """A misspelt or too-new name must stop the service, never drop a refusal silently."""
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(POLICY_PATH.read_text().replace(
+        "[zygote.refuse.EPERM]\n", '[zygote.refuse.EPERM]\nno_such_call = "a typo"\n', 1))
+    with pytest.raises(SandboxUnavailableError, match="does not know the syscall 'no_such_call'"):
+        compile_zygote_filter(load_policy(policy_file), "x86_64")
+
+
+def test_a_container_allowing_what_the_zygote_refuses_is_refused(tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(POLICY_PATH.read_text().replace(
+        '"fsync", "fdatasync", "splice"', '"fsync", "fdatasync", "splice", "mincore"', 1))
+    with pytest.raises(SandboxUnavailableError, match="allows what the zygote refuses"):
+        load_policy(policy_file)
 
 
 def test_the_runner_refuses_to_start_without_a_filter() -> None:
