@@ -152,7 +152,8 @@ def test_every_named_syscall_has_the_kernels_number() -> None:
     wrong = {name: (number(name), numbers[name]) for name in named
              if name in numbers and number(name) != numbers[name]}
     assert not wrong, wrong
-    assert named - numbers.keys() <= {"cachestat"}  # newer than some systems' headers
+    # Newer than some systems' headers.
+    assert named - numbers.keys() <= {"cachestat", "fchmodat2"}
 
 
 @pytest.mark.parametrize("refusal", POLICY.refusals, ids=lambda refusal: refusal.syscall)
@@ -451,9 +452,10 @@ def rule_arguments(rule: ArgumentRule, value: int) -> tuple[int, ...]:
 def probe_calls(*, zygote: bool) -> list[tuple[str, int, tuple[int, ...], int]]:
     """(label, number, arguments, errno expected) for every refusal and argument value the
     zygote's filter (or, with `zygote` false, the Docker profile alone) refuses."""
-    calls = [(refusal.syscall, number(refusal.syscall), EVERY_ARGUMENT_INVALID, refusal.errno)
-             for refusal in POLICY.refusals
-             if zygote or refusal.syscall not in POLICY.needed_before_the_zygote_filter]
+    calls: list[tuple[str, int, tuple[int, ...], int]] = [
+        (refusal.syscall, number(refusal.syscall), EVERY_ARGUMENT_INVALID, refusal.errno)
+        for refusal in POLICY.refusals
+        if zygote or refusal.syscall not in POLICY.needed_before_the_zygote_filter]
     for rule in POLICY.argument_rules:
         if not (zygote or rule.container):
             continue
@@ -490,7 +492,7 @@ def test_every_rule_of_the_policy_is_enforced_inside_the_sandbox(
 def test_the_docker_profile_alone_refuses_what_the_zygote_refuses(docker_ready: None) -> None:
     """No runner and so no zygote filter here: Docker's enforcement of the generated profile.
     The runtime answers ENOSYS, ahead of the profile, for syscalls newer than its own table
-    (cachestat for some): refused all the same."""
+    (cachestat and fchmodat2 for some): refused all the same."""
     settings = docker_settings()
     calls = probe_calls(zygote=False)
     program = probe_source(calls, "import json\nprint(json.dumps(probe()))\n")
@@ -502,4 +504,4 @@ def test_the_docker_profile_alone_refuses_what_the_zygote_refuses(docker_ready: 
     wrong, count = json.loads(output)
     assert count == len(calls)
     assert set(wrong.values()) <= {errno.ENOSYS}, wrong
-    assert set(wrong) <= {"cachestat"}, wrong
+    assert set(wrong) <= {"cachestat", "fchmodat2"}, wrong
