@@ -23,6 +23,7 @@ system-deps: ## install the Debian packages the sandboxes and tests need (as roo
 	command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	$(PYTHON) -c 'import ctypes; ctypes.CDLL("libseccomp.so.2")' 2>/dev/null || missing="$$missing libseccomp2"; \
 	[ -e /usr/include/x86_64-linux-gnu/asm/unistd_64.h ] || [ "$$(uname -m)" != x86_64 ] || missing="$$missing linux-libc-dev"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \

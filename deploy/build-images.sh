@@ -30,6 +30,7 @@ REPO=$(cd "$HERE/.." && pwd)
 BUILD=$HERE/.build
 ROOTFS=$BUILD/rootfs
 SUITE=${AZR_DEBIAN_SUITE:-bookworm}
+# libseccomp2, which compiles the zygotes' seccomp filter, comes with minbase (apt needs it).
 PACKAGES=python3,python3-venv,bubblewrap,redis-server,ca-certificates
 BASE_TAG=azr-verify-service-base:$SUITE
 # What the base is made of and how (bump the number when rootfs.sh changes what it archives):

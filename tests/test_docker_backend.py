@@ -43,6 +43,7 @@ from azr_verify.service.sandbox.docker.orphans import is_orphan, owner_process_l
 from azr_verify.service.sandbox.docker.preflight import DEFAULT_SECCOMP_PROFILE, runner_sha256
 from azr_verify.service.sandbox.pool import ZygotePool, ZygoteState, draw_secrets
 from azr_verify.service.sandbox.protocol import ExecRequest
+from azr_verify.service.sandbox.seccomp.zygote_filter import native_zygote_filter
 from azr_verify.service.verify.run_outcome import ExecOutcome, OutcomeKind
 
 from .guards import fresh
@@ -220,6 +221,9 @@ def test_pool_container_has_every_hardening_setting(docker_pool: ZygotePool) -> 
     group = next(group for group, drawn in enumerate(docker_pool.secrets)
                  if env["PYTHONHASHSEED"] == str(drawn.hash_seed))
     assert env.pop("AZR_LAYOUT") == docker_pool.secrets[group].layout
+    # The filter the service compiled, there from the container's start (docs/design.md §4).
+    assert bytes.fromhex(env.pop("AZR_SECCOMP_FILTER")) == native_zygote_filter() \
+        == docker_pool.secrets[group].seccomp_filter
     env.pop("PYTHONHASHSEED")
     assert env.pop("LD_BIND_NOW") == "1"  # symbols bound once in the zygote, not per child
     assert set(env) <= {"PATH", "HOSTNAME", "HOME"}
@@ -352,8 +356,9 @@ _CRASHING_SERVICE = textwrap.dedent("""
     from azr_verify.service.config import Settings
     from azr_verify.service.sandbox.docker.launcher import DockerLauncher
     from azr_verify.service.sandbox.pool import draw_secrets
+    from azr_verify.service.sandbox.seccomp.zygote_filter import native_zygote_filter
     launcher = DockerLauncher(Settings(sandbox="docker"))
-    container_id = launcher.create_container(draw_secrets(1)[0],
+    container_id = launcher.create_container(draw_secrets(1, native_zygote_filter())[0],
                                              "azr-sbx-orphan-" + secrets.token_hex(4))
     docker.from_env().api.start(container_id)  # running, never attached: nothing ends it
     print(container_id, flush=True)
@@ -381,7 +386,7 @@ def test_restart_with_the_same_instance_id_removes_its_old_containers(docker_rea
         -> None:
     instance = f"azr-test-{os.getpid()}-{time.monotonic_ns()}"
     first = DockerLauncher(docker_settings(), instance_id=instance)
-    leftover = first.create_container(draw_secrets(1)[0],
+    leftover = first.create_container(draw_secrets(1, native_zygote_filter())[0],
                                       f"azr-sbx-leftover-{time.monotonic_ns()}")
     sdk().start(leftover)
     try:

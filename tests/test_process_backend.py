@@ -8,6 +8,7 @@ a real process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -99,7 +100,8 @@ def test_zygote_refuses_when_a_program_could_fork(launcher: BubblewrapLauncher) 
 
 class _WrongSeedLauncher(BubblewrapLauncher):
     def launch(self, secrets: ZygoteSecrets, index: int) -> SubprocessConnection:
-        return super().launch(ZygoteSecrets(secrets.hash_seed + 1, secrets.layout), index)
+        return super().launch(dataclasses.replace(secrets, hash_seed=secrets.hash_seed + 1),
+                              index)
 
 
 def test_zygote_with_another_hash_seed_is_refused() -> None:

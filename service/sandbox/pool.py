@@ -43,6 +43,7 @@ from azr_verify.service.sandbox.protocol import (
     ZygoteSecrets,
     encode_frame,
 )
+from azr_verify.service.sandbox.seccomp.zygote_filter import native_zygote_filter
 from azr_verify.service.verify.run_outcome import ExecOutcome
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,9 @@ PROBE_FAILURES = {
 }
 
 
-def draw_secrets(seed_groups: int) -> list[ZygoteSecrets]:
+def draw_secrets(seed_groups: int, seccomp_filter: bytes) -> list[ZygoteSecrets]:
     """Distinct, secret hash seeds (never 0, which disables hashing randomisation) and heap
-    layouts, one per seed group, fresh at every pool start."""
+    layouts, one per seed group, fresh at every pool start; each with the zygotes' filter."""
     seeds: list[int] = []
     while len(seeds) < seed_groups:
         seed = 1 + secrets.randbelow(2**32 - 1)
@@ -114,7 +115,8 @@ def draw_secrets(seed_groups: int) -> list[ZygoteSecrets]:
         shuffles.append(secrets.SystemRandom().sample(positions, len(positions)))
     return [ZygoteSecrets(hash_seed=seed,
                           layout=",".join(str(shuffle[group % len(shuffle)])
-                                          for shuffle in shuffles))
+                                          for shuffle in shuffles),
+                          seccomp_filter=seccomp_filter)
             for group, seed in enumerate(seeds)]
 
 
@@ -316,7 +318,7 @@ class ZygotePool:
             raise ValueError("seed_groups must be >= 1")
         self.launcher = launcher
         self.seed_groups = seed_groups
-        self.secrets = draw_secrets(seed_groups)
+        self.secrets = draw_secrets(seed_groups, native_zygote_filter())
         self.batch_size = batch_size
         self.recycle_after = recycle_after
         self.queues: list[FairQueue[_Job]] = [FairQueue() for _ in range(seed_groups)]

@@ -162,18 +162,22 @@ class ZygoteSecrets:
 
     `hash_seed` is its seed group's PYTHONHASHSEED; `layout` ("t0,t1,...") names where its
     children leave each small-object size class, so that object addresses differ between
-    groups. Neither is ever shown to a program or logged.
+    groups. Neither is ever shown to a program or logged. `seccomp_filter` is no secret, but it
+    travels the same way: the BPF program the zygote installs on itself, compiled by the host
+    (docs/design.md §4), in its environment from exec on, before anything untrusted runs.
     """
 
     hash_seed: int
     layout: str
+    seccomp_filter: bytes
 
     def environment(self) -> dict[str, str]:
-        """The zygote's whole environment: its secrets, and LD_BIND_NOW so that the dynamic
-        linker resolves every symbol at start-up; lazily bound, each child would resolve (and
-        write) the ones it is first to call again: ~7 page faults per execution."""
+        """The zygote's whole environment: its secrets, the filter it installs on itself, and
+        LD_BIND_NOW so that the dynamic linker resolves every symbol at start-up; lazily
+        bound, each child would resolve (and write) the ones it is first to call again: ~7
+        page faults per execution."""
         return {runner.ENV_HASH_SEED: str(self.hash_seed), runner.ENV_LAYOUT: self.layout,
-                "LD_BIND_NOW": "1"}
+                runner.ENV_SECCOMP_FILTER: self.seccomp_filter.hex(), "LD_BIND_NOW": "1"}
 
     def __repr__(self) -> str:  # keep the secrets out of logs and tracebacks
         return "ZygoteSecrets(<hidden>)"

@@ -2,9 +2,9 @@
 
 Started as `python -s -S -B -P runner.py` (not -I: it would ignore PYTHONHASHSEED) as PID 1 of its
 own pid namespace inside the sandbox (bubblewrap or a container), under an unprivileged uid. It
-installs a seccomp filter on itself once (every child inherits it), self-tests what a child can
-do, says hello, then serves request frames from its stdin. docs/design.md §9 is the contract;
-the short version:
+installs the seccomp filter the host compiled on itself once (every child inherits it),
+self-tests what a child can do, says hello, then serves request frames from its stdin.
+docs/design.md §9 is the contract; the short version:
 
 * **Children only report data.** A child writes one report (a value's repr, an exception's
   class name and message, "not a literal", "no entry") to a private pipe. The zygote never parses
@@ -241,113 +241,15 @@ ENV_LAYOUT = "AZR_LAYOUT"  # "<index>:<secret>": this zygote's heap-layout shift
 
 # --- seccomp -----------------------------------------------------------------------------------
 
+# The filter itself is policy data (service/sandbox/seccomp/policy.toml), compiled by the host
+# with libseccomp and passed in the zygote's environment, hex-encoded: it is there from exec on,
+# before anything untrusted runs in this sandbox, so nothing can change it in transit.
+ENV_SECCOMP_FILTER = "AZR_SECCOMP_FILTER"
+BPF_INSTRUCTION_BYTES = 8  # struct sock_filter
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
-SECCOMP_RET_KILL_PROCESS = 0x80000000
-SECCOMP_RET_ERRNO = 0x00050000
-SECCOMP_RET_ALLOW = 0x7FFF0000
-BPF_LD_W_ABS = 0x20
-BPF_JEQ_K = 0x15
-BPF_JGE_K = 0x35
-BPF_JSET_K = 0x45
-BPF_RET_K = 0x06
-SECCOMP_DATA_NR = 0
-SECCOMP_DATA_ARCH = 4
-
-
-def _seccomp_data_arg_low(index: int) -> int:
-    # seccomp_data.args[index] is a u64 at offset 16 + 8*index; the low word comes first on
-    # little-endian machines, and open flags fit in it.
-    return 16 + 8 * index
-
-
-AUDIT_ARCH_X86_64 = 0xC000003E
-X32_SYSCALL_BIT = 0x40000000
-# x86_64 syscalls denied to the zygote and so to every child; EPERM lets Python raise a clean
-# exception. fork/clone stay allowed for the zygote: a child cannot fork because it runs with
-# RLIMIT_NPROC=0 under an unprivileged uid, and cannot start threads because the clone rule
-# below refuses CLONE_VM/CLONE_THREAD. kill stays allowed (the zygote kills children at their
-# deadline): the only other process a child can see is the zygote, PID 1 of its namespace with
-# no handlers, to which the kernel delivers nothing from inside.
-X86_64_DENIED = {
-    # sockets and the network
-    "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "socketpair": 53,
-    "accept4": 288,
-    # new programs and processes; signals that carry data or reach through pidfds
-    "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "pidfd_send_signal": 424,
-    "pidfd_getfd": 438, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
-    # other processes' memory and state
-    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
-    "process_madvise": 440, "migrate_pages": 256, "move_pages": 279,
-    # scheduling and priority: a child must not pin, renice or starve the zygote
-    "setpriority": 141, "sched_setparam": 142, "sched_setscheduler": 144,
-    "sched_setaffinity": 203, "sched_setattr": 314, "ioprio_set": 251,
-    # mounts, namespaces and the kernel
-    "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "unshare": 272,
-    "setns": 308, "bpf": 321, "keyctl": 250, "add_key": 248, "request_key": 249,
-    "perf_event_open": 298, "personality": 135, "userfaultfd": 323, "init_module": 175,
-    "finit_module": 313, "delete_module": 176, "kexec_load": 246, "kexec_file_load": 320,
-    "reboot": 169, "swapon": 167, "swapoff": 168, "sethostname": 170, "setdomainname": 171,
-    "iopl": 172, "ioperm": 173, "acct": 163, "quotactl": 179, "open_by_handle_at": 304,
-    "name_to_handle_at": 303, "syslog": 103, "vhangup": 153, "uselib": 134,
-    "lookup_dcookie": 212, "settimeofday": 164, "clock_settime": 227, "clock_adjtime": 305,
-    "adjtimex": 159, "modify_ldt": 154, "_sysctl": 156, "io_uring_setup": 425,
-    "io_uring_enter": 426, "io_uring_register": 427, "fanotify_init": 300, "open_tree": 428,
-    "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-    "mount_setattr": 442, "seccomp": 317,
-    # identity
-    "setuid": 105, "setgid": 106, "setreuid": 113, "setregid": 114, "setresuid": 117,
-    "setresgid": 119, "setgroups": 116, "setfsuid": 122, "setfsgid": 123,
-    # filesystem changes (the sandbox's filesystem is read-only too; this holds where a backend
-    # mounts something writable)
-    "creat": 85, "mknod": 133, "mknodat": 259, "mkdir": 83, "mkdirat": 258, "rmdir": 84,
-    "unlink": 87, "unlinkat": 263, "rename": 82, "renameat": 264, "renameat2": 316,
-    "link": 86, "linkat": 265, "symlink": 88, "symlinkat": 266, "chmod": 90, "fchmod": 91,
-    "fchmodat": 268, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260,
-    "truncate": 76, "ftruncate": 77, "fallocate": 285, "utime": 132, "utimes": 235,
-    "utimensat": 280, "futimesat": 261, "setxattr": 188, "lsetxattr": 189,
-    "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199,
-    # locks: a lock on a shared inode (a stdlib file, /dev/null) is seen by other sandboxes
-    "flock": 73,
-    # state that outlives a process: SysV IPC, POSIX message queues, anonymous files
-    "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
-    "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
-    "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243,
-    "mq_notify": 244, "mq_getsetattr": 245, "memfd_create": 319, "memfd_secret": 447,
-    # randomness: a program must not see the real world's entropy (determinism, docs §9.4)
-    "getrandom": 318,
-    # the host's page cache is shared by every sandbox (the stdlib's files are the host's):
-    # evicting or probing a page is a channel between items
-    "fadvise64": 221, "readahead": 187, "mincore": 27, "preadv2": 327, "pwritev2": 328,
-}
-# Denied too, newer than some systems' headers (kept apart so the numbers test can tell).
-X86_64_DENIED_RECENT = {"cachestat": 451}
-X86_64_OPEN = 2  # open(path, flags, mode): flags are args[1]
-X86_64_OPENAT = 257  # openat(dirfd, path, flags, mode): flags are args[2]
-X86_64_CLONE = 56  # clone(flags, ...): flags are args[0]
-X86_64_PRLIMIT64 = 302  # prlimit64(pid, ...): only pid 0 (oneself) is allowed
-X86_64_FCNTL = 72  # fcntl(fd, cmd, ...): cmd is args[1]
-X86_64_MADVISE = 28  # madvise(addr, length, advice): advice is args[2]
-# madvise advice refused: reading ahead, evicting or populating file pages (the page cache
-# channel again), and punching holes in shared mappings.
-DENIED_MADVISE_ADVICE = {"MADV_WILLNEED": 3, "MADV_REMOVE": 9, "MADV_COLD": 20,
-                         "MADV_PAGEOUT": 21, "MADV_POPULATE_READ": 22, "MADV_POPULATE_WRITE": 23}
-# fcntl commands refused: record locks (seen by other sandboxes on shared inodes), and signal
-# ownership, leases and directory notifications (the kernel would signal on a child's behalf).
-DENIED_FCNTL_COMMANDS = {
-    "F_SETLK": 6, "F_SETLKW": 7, "F_SETOWN": 8, "F_SETSIG": 10, "F_SETOWN_EX": 15,
-    "F_OFD_SETLK": 37, "F_OFD_SETLKW": 38, "F_SETLEASE": 1024, "F_NOTIFY": 1026,
-}
-# Syscalls answered ENOSYS so that the C library falls back to one the filter can inspect
-# (clone3 and openat2 keep their flags in a struct a filter cannot read).
-X86_64_ENOSYS = (435, 437)
-# O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND
-WRITE_OPEN_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000
-# CLONE_VM | CLONE_THREAD and every CLONE_NEW* namespace flag: no threads, no namespaces.
-DENIED_CLONE_FLAGS = (0x100 | 0x10000 | 0x20000 | 0x02000000 | 0x04000000 | 0x08000000
-                      | 0x10000000 | 0x20000000 | 0x40000000)
 
 
 def report_cap_bytes(output_limit_chars: int) -> int:
@@ -356,77 +258,23 @@ def report_cap_bytes(output_limit_chars: int) -> int:
     return max(1 + 4 * output_limit_chars, ERROR_REPORT_BYTES)
 
 
-def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
-    return struct.pack("HBBI", code, jt, jf, k)
+def read_seccomp_filter(encoded: str | None) -> bytes:
+    """The host's BPF program from its hex text; no filter is an error, never an open sandbox."""
+    program = bytes.fromhex(encoded or "")
+    if not program or len(program) % BPF_INSTRUCTION_BYTES:
+        raise ValueError(f"no seccomp filter from the host ({len(program)} bytes)")
+    return program
 
 
-def build_seccomp_filter() -> bytes:
-    """The zygote's BPF program (x86_64). Other architectures fail closed at start-up."""
-    machine = os.uname().machine
-    if machine != "x86_64":
-        raise OSError(errno.ENOSYS, "seccomp filter has no syscall table for " + machine)
-    deny = SECCOMP_RET_ERRNO | errno.EPERM
-    allow = SECCOMP_RET_ALLOW
-    insns = [
-        _bpf(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
-        _bpf(BPF_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
-        _bpf(BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
-        _bpf(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR),
-        # The x32 ABI reuses the same numbers with a high bit set: refuse it wholesale.
-        _bpf(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
-        _bpf(BPF_RET_K, 0, 0, deny),
-    ]
-    for number in sorted({*X86_64_DENIED.values(), *X86_64_DENIED_RECENT.values()}):
-        insns += [_bpf(BPF_JEQ_K, 0, 1, number), _bpf(BPF_RET_K, 0, 0, deny)]
-    for number in X86_64_ENOSYS:
-        insns += [_bpf(BPF_JEQ_K, 0, 1, number),
-                  _bpf(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS)]
-    # An argument test: if nr == number, load the argument word and return `deny` when
-    # (word & mask) != 0, else allow; otherwise fall through to the next rule.
-    for number, offset, mask in ((X86_64_OPEN, _seccomp_data_arg_low(1), WRITE_OPEN_FLAGS),
-                                 (X86_64_OPENAT, _seccomp_data_arg_low(2), WRITE_OPEN_FLAGS),
-                                 (X86_64_CLONE, _seccomp_data_arg_low(0), DENIED_CLONE_FLAGS)):
-        insns += [
-            _bpf(BPF_JEQ_K, 0, 4, number),
-            _bpf(BPF_LD_W_ABS, 0, 0, offset),
-            _bpf(BPF_JSET_K, 0, 1, mask),
-            _bpf(BPF_RET_K, 0, 0, deny),
-            _bpf(BPF_RET_K, 0, 0, allow),
-        ]
-    # fcntl and madvise: refuse the denied commands and advice, allow every other.
-    for number, argument, values in (
-            (X86_64_FCNTL, 1, DENIED_FCNTL_COMMANDS.values()),
-            (X86_64_MADVISE, 2, DENIED_MADVISE_ADVICE.values())):
-        refused = sorted(values)
-        insns += [_bpf(BPF_JEQ_K, 0, 2 + 2 * len(refused), number),
-                  _bpf(BPF_LD_W_ABS, 0, 0, _seccomp_data_arg_low(argument))]
-        for value in refused:
-            insns += [_bpf(BPF_JEQ_K, 0, 1, value), _bpf(BPF_RET_K, 0, 0, deny)]
-        insns.append(_bpf(BPF_RET_K, 0, 0, allow))
-    # prlimit64(pid, ...) only on oneself: both words of pid must be zero.
-    insns += [
-        _bpf(BPF_JEQ_K, 0, 6, X86_64_PRLIMIT64),
-        _bpf(BPF_LD_W_ABS, 0, 0, _seccomp_data_arg_low(0)),
-        _bpf(BPF_JEQ_K, 0, 3, 0),
-        _bpf(BPF_LD_W_ABS, 0, 0, _seccomp_data_arg_low(0) + 4),
-        _bpf(BPF_JEQ_K, 0, 1, 0),
-        _bpf(BPF_RET_K, 0, 0, allow),
-        _bpf(BPF_RET_K, 0, 0, deny),
-    ]
-    insns.append(_bpf(BPF_RET_K, 0, 0, allow))
-    return b"".join(insns)
-
-
-def install_seccomp() -> None:
-    """Installs the filter on the calling process (and so on every child it forks)."""
+def install_seccomp(program: bytes) -> None:
+    """Installs the BPF `program` on the calling process (and so on every child it forks)."""
     import ctypes  # imported here and dropped after: the zygote stays small for cheap forks
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    program = build_seccomp_filter()
     buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = SockFprog(len(program) // 8, ctypes.addressof(buffer))
+    fprog = SockFprog(len(program) // BPF_INSTRUCTION_BYTES, ctypes.addressof(buffer))
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
                       ctypes.c_ulong]
@@ -1168,8 +1016,9 @@ def main() -> None:
     # Unsets each variable too. The seed stays only inside the interpreter, the layout only as
     # this zygote's own targets: no local of a frame a child could walk holds either.
     zygote = Zygote(targets=targets, seed_echo=os.environ.pop(ENV_HASH_SEED, None))
+    seccomp_filter = read_seccomp_filter(os.environ.pop(ENV_SECCOMP_FILTER, None))
     os.environ.clear()
-    install_seccomp()
+    install_seccomp(seccomp_filter)
     for name in [name for name in sys.modules if name.split(".")[0] in ("ctypes", "_ctypes")]:
         del sys.modules[name]
     _preload()
