@@ -50,8 +50,10 @@ class Settings(BaseSettings):
     determinism_seeds: int = Field(3, ge=1, le=16,
                                    description="Distinct PYTHONHASHSEED groups; also the "
                                    "largest determinism_runs an item may ask for.")
-    zygote_batch: int = Field(32, ge=1, le=1024,
-                              description="Executions sent to one zygote per round trip.")
+    zygote_batch: int = Field(4, ge=1, le=1024,
+                              description="Executions per frame sent to a zygote; frames are "
+                              "pipelined one ahead, so this bounds how much other work runs "
+                              "before a newly arrived item (docs/design.md §4).")
     python: str | None = Field(None, description="Interpreter run inside the process "
                                "sandbox; default: the service's own base interpreter.")
     bwrap_recycle_after: int = Field(100_000, ge=1, description="Executions before a "

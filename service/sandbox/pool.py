@@ -313,7 +313,7 @@ class ZygotePool:
     """Runs `ExecRequest`s on zygotes; thread-safe; `submit` returns a Future."""
 
     def __init__(self, launcher: ZygoteLauncher, *, workers: int, seed_groups: int,
-                 batch_size: int = 32, recycle_after: int = 100_000) -> None:
+                 batch_size: int = 4, recycle_after: int = 100_000) -> None:
         if seed_groups < 1:
             raise ValueError("seed_groups must be >= 1")
         self.launcher = launcher
