@@ -8,6 +8,9 @@ another number. The hand-built filter had the same holes; the policy closes them
   in the process backend (Docker's allow-list never let io_setup through).
 - fchmodat2 (Linux 6.6) is fchmodat with flags: a permission change under a new number.
 - sync and syncfs write back the host's dirty pages: a stall and a timing channel between items.
+- inotify: a watch on the stdlib directory (the host's files) saw another zygote's start-up
+  imports, live in the process backend: fanotify_init and F_NOTIFY are refused for that.
+- quotactl_fd is quotactl by file descriptor.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ SAME_AS_A_REFUSED_CALL = {
     "fchmodat2": "fchmodat",
     "sync": "fadvise64",  # the page cache, host-wide
     "syncfs": "fadvise64",
+    # The stdlib a child reads is the host's: a watch on it sees other sandboxes' and the
+    # host's file accesses (which modules another item imports), as fanotify and F_NOTIFY would.
+    "inotify_init": "fanotify_init",
+    "inotify_init1": "fanotify_init",
+    "inotify_add_watch": "fanotify_init",
+    "quotactl_fd": "quotactl",
 }
 
 
@@ -91,7 +100,8 @@ def errno_of(nr, *args):
     return ctypes.get_errno() if result == -1 else 0
 def f(x):
     return {'fchmodat2': errno_of(452, -100, b'/no-such-file', 0o777, 0),
-            'syncfs': errno_of(306, -1)}
+            'syncfs': errno_of(306, -1), 'inotify_init1': errno_of(294, 0o4000),
+            'inotify_add_watch': errno_of(254, -1, b'/', 1)}
 """
 
 
@@ -104,5 +114,6 @@ def test_refused_calls_twins_are_refused_inside_the_sandbox(
                           PolicyName.PERMISSIVE)[0]
     assert_executed([result])
     assert result.verdict is Verdict.ACCEPTED, result
-    assert ast.literal_eval(result.output or "") == {"fchmodat2": errno.EPERM,
-                                                     "syncfs": errno.EPERM}
+    assert ast.literal_eval(result.output or "") == {
+        "fchmodat2": errno.EPERM, "syncfs": errno.EPERM, "inotify_init1": errno.EPERM,
+        "inotify_add_watch": errno.EPERM}
