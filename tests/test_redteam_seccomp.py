@@ -11,6 +11,9 @@ another number. The hand-built filter had the same holes; the policy closes them
 - inotify: a watch on the stdlib directory (the host's files) saw another zygote's start-up
   imports, live in the process backend: fanotify_init and F_NOTIFY are refused for that.
 - quotactl_fd is quotactl by file descriptor.
+- prctl(PR_SET_SECCOMP) stacks a filter as seccomp(2) does, which the policy refuses so that
+  "no program stacks its own": live in both backends (a SECCOMP_RET_LOG filter would write the
+  host's audit log at every syscall).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from azr_verify.service.engine import Engine
 from azr_verify.service.models import CheckItem, PolicyName, Verdict
 
 from .guards import assert_executed, fresh
-from .test_seccomp_filter import DENY, number, run_filter
+from .test_seccomp_filter import ALLOW, DENY, HIGH_WORD, number, run_filter
+
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_SET_PDEATHSIG = 38, 22, 1
 
 SAME_AS_A_REFUSED_CALL = {
     "io_setup": "preadv2",  # RWF_NOWAIT reads through AIO
@@ -117,3 +122,46 @@ def test_refused_calls_twins_are_refused_inside_the_sandbox(
     assert ast.literal_eval(result.output or "") == {
         "fchmodat2": errno.EPERM, "syncfs": errno.EPERM, "inotify_init1": errno.EPERM,
         "inotify_add_watch": errno.EPERM}
+
+
+def test_prctl_cannot_stack_a_filter() -> None:
+    prctl = number("prctl")
+    assert run_filter(number("seccomp")) == DENY
+    assert run_filter(prctl, (PR_SET_SECCOMP, 2)) == DENY
+    assert run_filter(prctl, (PR_SET_SECCOMP | HIGH_WORD, 2)) == DENY  # the kernel reads an int
+    for option in (PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, 15, 16):  # PR_SET_NAME, PR_GET_NAME
+        assert run_filter(prctl, (option,)) == ALLOW, option
+
+
+# Stacks a filter on itself that makes getpid fail with errno 99: refused, getpid still works.
+STACKED_FILTER_PROBE = """
+import ctypes, struct
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
+                       ctypes.c_ulong]
+class Program(ctypes.Structure):
+    _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]
+def f(x):
+    code = b''.join(struct.pack('HBBI', *i) for i in (
+        (0x20, 0, 0, 0), (0x15, 0, 1, 39), (0x06, 0, 0, 0x00050000 | 99),
+        (0x06, 0, 0, 0x7FFF0000)))
+    buffer = ctypes.create_string_buffer(code, len(code))
+    program = Program(4, ctypes.addressof(buffer))
+    ctypes.set_errno(0)
+    installed = libc.prctl(22, 2, ctypes.byref(program), 0, 0)
+    refused = ctypes.get_errno()
+    return (installed, refused, libc.syscall(39) > 0)
+"""
+
+
+@pytest.mark.parametrize("backend", [BackendName.PROCESS, BackendName.DOCKER], ids=str)
+def test_a_program_cannot_stack_its_own_filter(backend: BackendName,
+                                               request: pytest.FixtureRequest) -> None:
+    engine: Engine = request.getfixturevalue(
+        "engine" if backend is BackendName.PROCESS else "docker_engine")
+    result = engine.check([CheckItem(program=fresh(STACKED_FILTER_PROBE), input="0")],
+                          PolicyName.PERMISSIVE)[0]
+    assert_executed([result])
+    assert result.verdict is Verdict.ACCEPTED, result
+    assert ast.literal_eval(result.output or "") == (-1, errno.EPERM, True)
