@@ -11,6 +11,9 @@ another number. The hand-built filter had the same holes; the policy closes them
 - inotify: a watch on the stdlib directory (the host's files) saw another zygote's start-up
   imports, live in the process backend: fanotify_init and F_NOTIFY are refused for that.
 - quotactl_fd is quotactl by file descriptor.
+- sysinfo returns the host's load averages, free memory, process count and uptime: the host-wide
+  counters the container masks in /proc (/proc/loadavg, meminfo, uptime), and in the process
+  backend (no /proc) the only way to them; free memory moves with what other sandboxes do.
 - prctl(PR_SET_SECCOMP) stacks a filter as seccomp(2) does, which the policy refuses so that
   "no program stacks its own": live in both backends (a SECCOMP_RET_LOG filter would write the
   host's audit log at every syscall).
@@ -44,6 +47,7 @@ SAME_AS_A_REFUSED_CALL = {
     "inotify_init1": "fanotify_init",
     "inotify_add_watch": "fanotify_init",
     "quotactl_fd": "quotactl",
+    "sysinfo": "syslog",  # the host's state
 }
 
 
@@ -106,7 +110,8 @@ def errno_of(nr, *args):
 def f(x):
     return {'fchmodat2': errno_of(452, -100, b'/no-such-file', 0o777, 0),
             'syncfs': errno_of(306, -1), 'inotify_init1': errno_of(294, 0o4000),
-            'inotify_add_watch': errno_of(254, -1, b'/', 1)}
+            'inotify_add_watch': errno_of(254, -1, b'/', 1),
+            'sysinfo': errno_of(99, ctypes.create_string_buffer(512))}
 """
 
 
@@ -121,7 +126,7 @@ def test_refused_calls_twins_are_refused_inside_the_sandbox(
     assert result.verdict is Verdict.ACCEPTED, result
     assert ast.literal_eval(result.output or "") == {
         "fchmodat2": errno.EPERM, "syncfs": errno.EPERM, "inotify_init1": errno.EPERM,
-        "inotify_add_watch": errno.EPERM}
+        "inotify_add_watch": errno.EPERM, "sysinfo": errno.EPERM}
 
 
 def test_prctl_cannot_stack_a_filter() -> None:
