@@ -114,9 +114,9 @@ def unnamed_syscalls_prefix(token: int, ranges: list[tuple[int, int]], action: i
             _instruction(BPF_LD_W_ABS, SECCOMP_DATA_NR)]
     for index, (first, last) in enumerate(ranges):
         at = 3 + 2 * index
+        above = at + 2 if index + 1 < count else start  # past this range: the next, if any
         code.append(_instruction(BPF_JGE_K, first, 0, jump(at, start)))
-        code.append(_instruction(BPF_JGT_K, last, jump(at + 1, at + 2 if index + 1 < count
-                                                        else start), jump(at + 1, refuse)))
+        code.append(_instruction(BPF_JGT_K, last, jump(at + 1, above), jump(at + 1, refuse)))
     code.append(_instruction(BPF_RET_K, action))
     assert len(code) == start
     return b"".join(code)
@@ -124,6 +124,7 @@ def unnamed_syscalls_prefix(token: int, ranges: list[tuple[int, int]], action: i
 
 def compile_zygote_filter(policy: SyscallPolicy, architecture: str) -> bytes:
     """The BPF program refusing what [zygote] refuses on `architecture` and allowing the rest."""
+    # ABI_END too: the prefix needs to know where each architecture's numbers end.
     if architecture not in policy.architectures or architecture not in ABI_END:
         raise SandboxUnavailableError(
             f"the sandbox's seccomp policy covers {', '.join(policy.architectures)}, not "
