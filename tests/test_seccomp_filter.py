@@ -41,6 +41,7 @@ from azr_verify.service.sandbox.seccomp.libseccomp import (
     ACTION_ALLOW,
     ACTION_KILL_PROCESS,
     errno_action,
+    named_syscalls,
     syscall_number,
 )
 from azr_verify.service.sandbox.seccomp.policy import (
@@ -267,6 +268,46 @@ def test_other_abis_are_refused() -> None:
     # Syscall -1 is no call (the kernel answers ENOSYS; tracers use it to skip one): libseccomp
     # lets it through where the hand-built filter said EPERM.
     assert run_filter(-1) == ALLOW
+
+
+@pytest.mark.parametrize("architecture", POLICY.architectures)
+def test_numbers_libseccomp_cannot_name_answer_enosys(architecture: str) -> None:
+    """Past the highest number libseccomp's table names, and in its holes, ENOSYS (syscalls
+    newer than the host's libseccomp, which no refusal can name); every edge of the prefix's
+    ranges, on the filter's own architecture only."""
+    named = named_syscalls(architecture)
+    highest = max(named)
+    unnamed = POLICY.unnamed_syscalls.errno
+    assert unnamed == errno.ENOSYS
+
+    def answer(nr: int) -> int:
+        return run_filter(nr, (), architecture)
+
+    # The highest known keeps its own verdict (as does every name, tested above); past it, up
+    # to the ABI's end, ENOSYS.
+    assert answer(highest) in (ALLOW, DENY, NOT_IMPLEMENTED)
+    for nr in (highest + 1, highest + 2, 1000, 0x3FFFFFFF):
+        assert answer(nr) == NOT_IMPLEMENTED, hex(nr)
+    if architecture == "x86_64":  # the x32 bit: libseccomp kills, as before
+        assert answer(X32_SYSCALL_BIT) == ACTION_KILL_PROCESS
+        assert answer(X32_SYSCALL_BIT | (highest + 1)) == ACTION_KILL_PROCESS
+    else:  # aarch64 has no x32: ENOSYS up to 0xFFFFFFFE
+        assert answer(X32_SYSCALL_BIT) == NOT_IMPLEMENTED
+        assert answer(0xFFFFFFFE) == NOT_IMPLEMENTED
+    assert answer(-1) == ALLOW  # no call: the kernel answers ENOSYS itself, tracers skip one
+    # Holes inside the table: each edge, and the named numbers around them keep their verdicts.
+    holes = [nr for nr in range(highest) if nr not in named]
+    assert holes, "libseccomp's table has holes on both architectures"
+    for nr in holes:
+        assert answer(nr) == NOT_IMPLEMENTED, nr
+    refused_with_enosys = {syscall_number(architecture, refusal.syscall)
+                           for refusal in POLICY.refusals if refusal.errno == errno.ENOSYS}
+    for nr in named - refused_with_enosys:
+        assert answer(nr) != NOT_IMPLEMENTED, nr
+    # Another architecture's numbers never get the prefix's answer: libseccomp's check kills.
+    other = AUDIT_ARCH["aarch64" if architecture == "x86_64" else "x86_64"]
+    assert run_filter(highest + 1, (), architecture, arch=other) == ACTION_KILL_PROCESS
+    assert run_filter(holes[0], (), architecture, arch=AUDIT_ARCH_I386) == ACTION_KILL_PROCESS
 
 
 def test_an_architecture_the_policy_does_not_cover_is_refused_at_start() -> None:

@@ -30,6 +30,11 @@ ERRNO_MASK = 0xFFFF
 # numbers are names it knows that the architecture lacks (its pseudo-syscalls).
 UNKNOWN_SYSCALL = -1
 
+# How far `named_syscalls` reads libseccomp's table. Linux numbers its syscalls densely (about
+# 470 in 2025, one number on every architecture since 5.1); a table reaching past half of this
+# fails loudly rather than have numbers above the scan left out of it.
+TABLE_SCAN = 4096
+
 
 def errno_action(number: int) -> int:
     """The filter's return value that makes a syscall fail with `number`."""
@@ -85,6 +90,8 @@ def _load() -> ctypes.CDLL:
         "seccomp_attr_set": ([pointer, ctypes.c_int, u32], ctypes.c_int),
         "seccomp_syscall_resolve_name_arch": ([u32, text], ctypes.c_int),
         "seccomp_syscall_resolve_name": ([text], ctypes.c_int),
+        # A strdup'ed name (the caller frees it), NULL for a number the table has no name for.
+        "seccomp_syscall_resolve_num_arch": ([u32, ctypes.c_int], pointer),
         "seccomp_rule_add_array": ([pointer, u32, ctypes.c_int, ctypes.c_uint,
                                     ctypes.POINTER(_ArgumentComparison)], ctypes.c_int),
         "seccomp_export_bpf": ([pointer, ctypes.c_int], ctypes.c_int),
@@ -115,6 +122,30 @@ def _syscall_number(library: ctypes.CDLL, token: int, name: str) -> int | None:
         raise SandboxUnavailableError(
             f"libseccomp does not know the syscall {name!r} (a newer libseccomp2 does)")
     return number if number >= 0 else None
+
+
+def architecture_token(architecture: str) -> int:
+    """The kernel's AUDIT_ARCH_* value for `architecture`, as seccomp_data.arch holds it."""
+    return _architecture_token(_load(), architecture)
+
+
+def named_syscalls(architecture: str) -> frozenset[int]:
+    """Every syscall number libseccomp's table names on `architecture`."""
+    library = _load()
+    token = _architecture_token(library, architecture)
+    free = ctypes.CDLL(None).free  # libc's, which strdup allocated from
+    free.argtypes, free.restype = [ctypes.c_void_p], None
+    named: set[int] = set()
+    for number in range(TABLE_SCAN):
+        name = library.seccomp_syscall_resolve_num_arch(token, number)
+        if name:
+            named.add(number)
+            free(name)
+    if not named or max(named) >= TABLE_SCAN // 2:
+        raise SandboxUnavailableError(
+            f"libseccomp's {architecture} table ends at {max(named, default=None)}: "
+            f"raise TABLE_SCAN ({TABLE_SCAN}) so that no named syscall is missed")
+    return frozenset(named)
 
 
 def syscall_number(architecture: str, name: str) -> int | None:

@@ -45,6 +45,14 @@ class Refusal:
 
 
 @dataclass(frozen=True, slots=True)
+class UnnamedSyscalls:
+    """The answer to every syscall number libseccomp has no name for (policy.toml says why)."""
+
+    errno: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class ArgumentRule:
     """A syscall refused when its argument `argument` passes `test` against `values`."""
 
@@ -77,6 +85,7 @@ class AllowGroup:
 class SyscallPolicy:
     architectures: tuple[str, ...]
     other_abis: OtherAbis
+    unnamed_syscalls: UnnamedSyscalls
     refusals: tuple[Refusal, ...]
     argument_rules: tuple[ArgumentRule, ...]
     container_comment: str
@@ -137,6 +146,8 @@ def _parse(data: dict[str, Any]) -> SyscallPolicy:
     return SyscallPolicy(
         architectures=tuple(_text(name, "architecture") for name in zygote["architectures"]),
         other_abis=OtherAbis(zygote["other_abis"]),
+        unnamed_syscalls=UnnamedSyscalls(_errno_number(zygote["unnamed_syscalls"]["errno"]),
+                                         _text(zygote["unnamed_syscalls"]["why"], "why")),
         refusals=tuple(refusals),
         argument_rules=rules,
         container_comment=_text(container["comment"], "comment"),
