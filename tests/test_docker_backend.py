@@ -92,7 +92,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 15.0) -> bool:
 
 
 def container_of(pool: ZygotePool, index: int) -> str:
-    connection = pool.workers[index].connection
+    connection = pool.zygote_threads[index].connection
     assert isinstance(connection, ContainerConnection), connection
     return connection.container_id
 
@@ -108,7 +108,7 @@ def proc_status(pid: int) -> dict[str, str]:
 
 @pytest.fixture
 def docker_pool(docker_ready: None) -> Iterator[ZygotePool]:
-    pool = ZygotePool(DockerLauncher(docker_settings()), workers=2, seed_groups=2,
+    pool = ZygotePool(DockerLauncher(docker_settings()), zygotes=2, seed_groups=2,
                       batch_size=4, recycle_after=10_000)
     pool.start()
     try:
@@ -283,7 +283,7 @@ def test_hash_seed_is_kept_per_group_across_container_restarts(docker_pool: Zygo
     first = [docker_pool.submit(request(program), group).result() for group in (0, 1)]
     assert all(outcome.kind is OutcomeKind.VALUE for outcome in first), first
     assert first[0].repr != first[1].repr
-    for index in range(len(docker_pool.workers)):
+    for index in range(len(docker_pool.zygote_threads)):
         sdk().kill(container_of(docker_pool, index))
     again = [docker_pool.submit(request(program), group).result() for group in (0, 1)]
     assert [o.repr for o in again] == [o.repr for o in first]
@@ -301,7 +301,7 @@ def test_docker_kill_mid_batch_every_item_answered_and_pool_refills(
     futures = [docker_pool.submit(request(program, str(i)), 0) for i in range(12)]
     futures += [docker_pool.submit(request(program, str(i)), 1) for i in range(12, 16)]
     # Kill once the victim holds work: its first item sleeps, so it is still busy then.
-    assert wait_until(lambda: docker_pool.workers[0].state is ZygoteState.BUSY, 120.0)
+    assert wait_until(lambda: docker_pool.zygote_threads[0].state is ZygoteState.BUSY, 120.0)
     subprocess.run([shutil.which("docker") or "docker", "kill", victim], capture_output=True,
                    check=False)
     outcomes = [future.result(timeout=120) for future in futures]
@@ -334,7 +334,7 @@ def test_idle_container_killed_from_outside_is_replaced(docker_pool: ZygotePool)
 
 @pytest.mark.docker
 def test_recycling_replaces_the_container(docker_ready: None) -> None:
-    pool = ZygotePool(DockerLauncher(docker_settings()), workers=1, seed_groups=1,
+    pool = ZygotePool(DockerLauncher(docker_settings()), zygotes=1, seed_groups=1,
                       batch_size=1, recycle_after=3)
     pool.start()
     try:
@@ -342,7 +342,7 @@ def test_recycling_replaces_the_container(docker_ready: None) -> None:
         for i in range(7):
             outcome = pool.submit(request("def f(x):\n    return x\n", str(i)), 0).result()
             assert outcome.repr == str(i)
-            connection = pool.workers[0].connection
+            connection = pool.zygote_threads[0].connection
             if isinstance(connection, ContainerConnection):
                 seen.add(connection.container_id)
         assert len(seen) >= 2

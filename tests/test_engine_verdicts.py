@@ -287,7 +287,7 @@ def test_zygote_killed_mid_batch_every_item_answered(engine: Engine) -> None:
     checker = threading.Thread(target=lambda: results.extend(
         engine.check(items, PolicyName.PERMISSIVE)))
     checker.start()
-    wait_for(lambda: any(worker.state is ZygoteState.BUSY for worker in engine.pool.workers),
+    wait_for(lambda: any(worker.state is ZygoteState.BUSY for worker in engine.pool.zygote_threads),
              "a zygote holding work")
     for pid in engine.pool.zygote_pids():
         if pid:

@@ -93,7 +93,7 @@ def test_zygote_refuses_when_a_program_could_fork(launcher: BubblewrapLauncher) 
     if os.geteuid() != 0:
         pytest.skip("only a service running as root can start a root-owned sandbox")
     launcher._switch_uid = False  # what a launcher without the uid switch would do
-    pool = ZygotePool(launcher, workers=1, seed_groups=1)
+    pool = ZygotePool(launcher, zygotes=1, seed_groups=1)
     with pytest.raises(SandboxUnavailableError, match="could fork"):
         pool.start()
 
@@ -106,7 +106,7 @@ class _WrongSeedLauncher(BubblewrapLauncher):
 
 def test_zygote_with_another_hash_seed_is_refused() -> None:
     require_bwrap()
-    pool = ZygotePool(_WrongSeedLauncher(), workers=1, seed_groups=1)
+    pool = ZygotePool(_WrongSeedLauncher(), zygotes=1, seed_groups=1)
     with pytest.raises(SandboxUnavailableError, match="unexpected greeting"):
         pool.start()
 
@@ -124,7 +124,7 @@ class _IsolatedModeLauncher(BubblewrapLauncher):
 
 def test_zygote_that_ignores_its_hash_seed_is_refused() -> None:
     require_bwrap()
-    pool = ZygotePool(_IsolatedModeLauncher(), workers=1, seed_groups=1)
+    pool = ZygotePool(_IsolatedModeLauncher(), zygotes=1, seed_groups=1)
     with pytest.raises(SandboxUnavailableError, match="unexpected greeting"):
         pool.start()
 
@@ -157,6 +157,6 @@ class _FakeZygoteLauncher:
     (b"\x00\xff\xff\xff\xff", "instead of a hello"),
 ], ids=["silent", "not_json", "done_record", "empty_hello", "old_protocol", "oversized"])
 def test_a_bad_hello_is_refused(hello: bytes, reason: str) -> None:
-    pool = ZygotePool(_FakeZygoteLauncher(hello), workers=1, seed_groups=1)
+    pool = ZygotePool(_FakeZygoteLauncher(hello), zygotes=1, seed_groups=1)
     with pytest.raises(SandboxUnavailableError, match=reason):
         pool.start()

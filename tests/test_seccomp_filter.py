@@ -353,7 +353,7 @@ class _NoFilterLauncher(BubblewrapLauncher):
 
 def test_a_zygote_without_its_filter_never_serves() -> None:
     require_bwrap()
-    pool = ZygotePool(_NoFilterLauncher(), workers=1, seed_groups=1)
+    pool = ZygotePool(_NoFilterLauncher(), zygotes=1, seed_groups=1)
     with pytest.raises(SandboxUnavailableError, match="did not start"):
         pool.start()
 

@@ -106,7 +106,7 @@ def run_bench(settings: Settings, triples: int, baseline_triples: int,
     engine = Engine.start(settings)
     startup = time.perf_counter() - started
     try:
-        print(f"backend={settings.sandbox.value} workers={len(engine.pool.workers)} "
+        print(f"backend={settings.sandbox.value} workers={len(engine.pool.zygote_threads)} "
               f"seed_groups={engine.pool.seed_groups} determinism_runs={determinism_runs} "
               f"cpus={os.cpu_count()} pool start-up {startup:.2f}s", flush=True)
         engine_result = bench_engine(engine, triples, determinism_runs)

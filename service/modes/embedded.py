@@ -210,7 +210,7 @@ class EmbeddedMode:
 
     async def executors(self) -> dict[str, Any]:
         stats = self.engine.pool.stats()
-        return {"processes": 1, "zygotes": stats.workers, "seed_groups": stats.seed_groups,
+        return {"processes": 1, "zygotes": stats.zygotes, "seed_groups": stats.seed_groups,
                 "states": dict(stats.states)}
 
     def snapshot(self) -> TelemetrySnapshot:

@@ -143,7 +143,7 @@ def run_worker(settings: Settings, burst: bool) -> None:
     beat.start()
     level = "DEBUG" if log.isEnabledFor(logging.DEBUG) else "WARNING"
     log.info("worker started", extra={"worker": name, "queue": settings.queue_name,
-                                      "zygotes": len(engine.pool.workers)})
+                                      "zygotes": len(engine.pool.zygote_threads)})
     try:
         with installed(runtime):
             failures = 0

@@ -30,6 +30,6 @@ def recycle_after(settings: Settings) -> int:
 
 def build_pool(settings: Settings) -> ZygotePool:
     """The sandbox pool for the configured backend (not started)."""
-    return ZygotePool(build_launcher(settings), workers=settings.workers,
+    return ZygotePool(build_launcher(settings), zygotes=settings.workers,
                       seed_groups=settings.determinism_seeds, batch_size=settings.zygote_batch,
                       recycle_after=recycle_after(settings))

@@ -75,7 +75,7 @@ class PoolStats:
     """A snapshot for /v1/info and metrics."""
 
     backend: str
-    workers: int
+    zygotes: int
     seed_groups: int
     states: dict[str, int]
     restarts: int
@@ -150,8 +150,9 @@ def _start_zygote(launcher: ZygoteLauncher, zygote_secrets: ZygoteSecrets,
     return connection
 
 
-class _Worker(threading.Thread):
-    """Owns one zygote: pulls batches from its group's queue, ships them, resolves futures."""
+class _ZygoteThread(threading.Thread):
+    """A pool thread: owns one zygote, pulls batches from its group's queue, ships them,
+    resolves futures."""
 
     def __init__(self, pool: ZygotePool, index: int, group: int) -> None:
         super().__init__(name=f"azr-zygote-{index}", daemon=True)
@@ -312,7 +313,7 @@ class _Worker(threading.Thread):
 class ZygotePool:
     """Runs `ExecRequest`s on zygotes; thread-safe; `submit` returns a Future."""
 
-    def __init__(self, launcher: ZygoteLauncher, *, workers: int, seed_groups: int,
+    def __init__(self, launcher: ZygoteLauncher, *, zygotes: int, seed_groups: int,
                  batch_size: int = 4, recycle_after: int = 100_000) -> None:
         if seed_groups < 1:
             raise ValueError("seed_groups must be >= 1")
@@ -322,9 +323,10 @@ class ZygotePool:
         self.batch_size = batch_size
         self.recycle_after = recycle_after
         self.queues: list[FairQueue[_Job]] = [FairQueue() for _ in range(seed_groups)]
-        # Every group needs at least one zygote; extra workers are spread round-robin.
-        count = max(workers, seed_groups)
-        self.workers = [_Worker(self, index, index % seed_groups) for index in range(count)]
+        # Every group needs at least one zygote; extra zygotes are spread round-robin.
+        count = max(zygotes, seed_groups)
+        self.zygote_threads = [_ZygoteThread(self, index, index % seed_groups)
+                               for index in range(count)]
         self.closed = False
         self._lock = threading.Lock()
         self._restarts = 0
@@ -335,11 +337,11 @@ class ZygotePool:
 
     def start(self) -> None:
         """Starts every zygote (in parallel) and fails loudly if any cannot start."""
-        for worker in self.workers:
-            worker.start()
-        for worker in self.workers:
-            worker.booted.wait()
-        errors = [worker.boot_error for worker in self.workers if worker.boot_error]
+        for thread in self.zygote_threads:
+            thread.start()
+        for thread in self.zygote_threads:
+            thread.booted.wait()
+        errors = [thread.boot_error for thread in self.zygote_threads if thread.boot_error]
         if errors:
             self.close()
             raise errors[0]
@@ -370,10 +372,10 @@ class ZygotePool:
         return self._started and not self.closed
 
     def stats(self) -> PoolStats:
-        states = Counter(str(worker.state) for worker in self.workers)
+        states = Counter(str(thread.state) for thread in self.zygote_threads)
         return PoolStats(
             backend=self.launcher.backend,
-            workers=len(self.workers),
+            zygotes=len(self.zygote_threads),
             seed_groups=self.seed_groups,
             states={state.value: states.get(state.value, 0) for state in ZygoteState},
             restarts=self._restarts,
@@ -384,7 +386,7 @@ class ZygotePool:
         )
 
     def zygote_pids(self) -> Sequence[int | None]:
-        return [worker.zygote_pid() for worker in self.workers]
+        return [thread.zygote_pid() for thread in self.zygote_threads]
 
     def close(self) -> None:
         if self.closed:
@@ -392,11 +394,11 @@ class ZygotePool:
         self.closed = True
         for work in self.queues:
             work.close()
-        for worker in self.workers:
-            if worker.is_alive():
-                worker.join(timeout=10.0)
+        for thread in self.zygote_threads:
+            if thread.is_alive():
+                thread.join(timeout=10.0)
             else:
-                worker.stop_zygote()
+                thread.stop_zygote()
         # Anything still queued gets an answer instead of hanging its caller.
         for work in self.queues:
             for job in work.drain():
