@@ -136,12 +136,13 @@ class Engine:
         tenant = object()  # this call's lane in the pool: calls take turns (sandbox/fair_queue)
 
         for index, item in enumerate(items):
-            if item.program is None:  # a comparison: decided here, nothing runs
+            program = item.program
+            if program is None:  # a comparison: decided here, nothing runs
                 results[index] = compare_item(item, self._parse_literal,
                                               self.settings.reject_none_output)
                 done += 1
                 continue
-            early = self._static_verdict(item, policy)
+            early = self._static_verdict(item, program, policy)
             if early is not None:
                 results[index] = early
                 done += 1
@@ -156,7 +157,7 @@ class Engine:
                     done += 1
                     continue
             limits = self.limits_for(item)
-            key = cache_key(program=item.program, input_text=item.input, entry=item.entry,
+            key = cache_key(program=program, input_text=item.input, entry=item.entry,
                             policy=policy, limits=limits,
                             runtime=self.cache_fingerprint)
             cached = self.cache.get(key)
@@ -168,7 +169,7 @@ class Engine:
             self._count_cache(hit=False)
             futures = in_flight.get(key)
             if futures is None:
-                futures = self._submit(item, limits, key, tenant)
+                futures = self._submit(item, program, limits, key, tenant)
                 in_flight[key] = futures
             pending[index] = _Pending(key, futures, expected)
 
@@ -194,9 +195,10 @@ class Engine:
             self._verdicts.update(result.verdict.value for result in final)
         return final
 
-    def _static_verdict(self, item: CheckItem, policy: PolicyName) -> CheckResult | None:
+    def _static_verdict(self, item: CheckItem, program: str,
+                        policy: PolicyName) -> CheckResult | None:
         """syntax_error or unsafe decided without running anything, else None."""
-        check: ProgramCheck = self._check_program(item.program, policy, item.entry)
+        check: ProgramCheck = self._check_program(program, policy, item.entry)
         if check.syntax_error is not None:
             return CheckResult(id=item.id, verdict=Verdict.SYNTAX_ERROR,
                                error=f"program: {check.syntax_error}")
@@ -215,9 +217,9 @@ class Engine:
                                error=f"input: {exc}")
         return None
 
-    def _submit(self, item: CheckItem, limits: Limits, key: str,
+    def _submit(self, item: CheckItem, program: str, limits: Limits, key: str,
                 tenant: object) -> list[Future[ExecOutcome]]:
-        request = ExecRequest(program=item.program, entry=item.entry, args=item.input,
+        request = ExecRequest(program=program, entry=item.entry, args=item.input,
                               timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
                               output_limit=limits.output_limit_chars)
         # The seed groups an item uses depend only on its content, so its verdict is

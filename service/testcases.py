@@ -99,22 +99,22 @@ class StaticRefusal:
 def script_run(outcome: ExecOutcome) -> ScriptRun:
     """What an execution of a script did. The exit status is the program's own and never a
     limit verdict; limits and sandbox errors come only from observations (§9.2)."""
-    stdout, stderr = outcome.stdout or b"", outcome.stderr or b""
-    common = {"stdout": stdout, "stderr": stderr, "duration_ms": outcome.duration_ms,
-              "exit_code": outcome.exit_code}
+    def run(verdict: Verdict, error_type: str | None = None,
+            error: str | None = None) -> ScriptRun:
+        return ScriptRun(verdict, stdout=outcome.stdout or b"", stderr=outcome.stderr or b"",
+                         exit_code=outcome.exit_code, error_type=error_type, error=error,
+                         duration_ms=outcome.duration_ms)
+
     if outcome.kind is OutcomeKind.EXITED:
         if outcome.exit_code == 0:
-            return ScriptRun(Verdict.ACCEPTED, **common)
-        return ScriptRun(Verdict.RUNTIME_ERROR, error=f"exited with status {outcome.exit_code}",
-                         **common)
+            return run(Verdict.ACCEPTED)
+        return run(Verdict.RUNTIME_ERROR, error=f"exited with status {outcome.exit_code}")
     if outcome.kind is OutcomeKind.CRASH:
-        return ScriptRun(Verdict.RUNTIME_ERROR, error_type=outcome.error_type,
-                         error=outcome.error, **common)
+        return run(Verdict.RUNTIME_ERROR, outcome.error_type, outcome.error)
     verdict = _LIMIT_VERDICTS.get(outcome.kind)
     if verdict is None:  # a call-mode outcome for a script: the pool's bug, not the program's
-        return ScriptRun(Verdict.SANDBOX_ERROR, error=f"unexpected outcome {outcome.kind} for "
-                         "a script", **common)
-    return ScriptRun(verdict, error_type=outcome.error_type, error=outcome.error, **common)
+        return run(Verdict.SANDBOX_ERROR, error=f"unexpected outcome {outcome.kind} for a script")
+    return run(verdict, outcome.error_type, outcome.error)
 
 
 def judge_case(run: ScriptRun, expected: bytes | None, compare: CompareMode,

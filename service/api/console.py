@@ -208,7 +208,7 @@ def chart_view(chart: Chart) -> ChartView:
     bars: list[Bar] = []
     for index, bucket in enumerate(buckets):
         x = CHART_LEFT + index * slot + gap / 2
-        base = CHART_H - CHART_BOTTOM
+        base = float(CHART_H - CHART_BOTTOM)
         begin = counts.start + index * counts.width
         when = f"{utc_text(begin)} + {_duration_text(counts.width)}"
         for verdict in REJECTIONS:
@@ -222,8 +222,8 @@ def chart_view(chart: Chart) -> ChartView:
                             f"{when} UTC: {n} {verdict.value}"))
     totals: dict[str, int] = {}
     for bucket in buckets:
-        for verdict, n in bucket.items():
-            totals[verdict] = totals.get(verdict, 0) + n
+        for name, n in bucket.items():
+            totals[name] = totals.get(name, 0) + n
     ordered = [(v.value, totals[v.value]) for v in REJECTIONS if totals.get(v.value)]
     y_ticks = [(round(CHART_H - CHART_BOTTOM - plot_h * k / 2, 2), top * k // 2)
                for k in (0, 1, 2)]

@@ -65,6 +65,7 @@ def bench_naive(python: str, triples: int, determinism_runs: int, workers: int) 
     items = trivial_items(triples, determinism_runs)
 
     def run(item: CheckItem, seed: int) -> str:
+        assert item.program is not None  # trivial_items makes programs, never comparisons
         completed = subprocess.run(
             [python, "-c", _BASELINE_SCRIPT, item.program, item.input],
             capture_output=True, text=True, check=True,
@@ -87,7 +88,7 @@ def bench_in_process(triples: int) -> Row:
     `exec`'d in one unsandboxed worker process with `f` called twice there, one round trip per
     program."""
     items = trivial_items(triples, 2, offset=2 * 10**6)
-    jobs = [ProposalJob(item.program, item.input) for item in items]
+    jobs = [ProposalJob(item.program or "", item.input) for item in items]
     with ReferenceExecutor() as executor:
         executor.run_all(jobs[:64])  # its imports and first compile, as the engine's warm-up
         started = time.perf_counter()

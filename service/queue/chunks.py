@@ -22,7 +22,6 @@ import redis
 from rq import get_current_job
 from rq.job import Job
 
-from azr_verify.service.metrics import Judged
 from azr_verify.service.models import (
     CaseResult,
     CheckItem,
@@ -49,6 +48,10 @@ if TYPE_CHECKING:
     from azr_verify.service.queue.telemetry import TelemetryWriter
     from azr_verify.service.stores.audit.query import AuditStore
 
+# What a chunk answers with: one result per item, of the chunk's kind (all Pydantic models
+# the metrics can count).
+ChunkResult = CheckResult | TestcaseResult | RunResult
+
 log = logging.getLogger(__name__)
 
 # Progress is written at most this often per chunk: enough for a progress bar, cheap for Redis.
@@ -72,6 +75,7 @@ _runtime: ContextVar[ChunkRuntime | None] = ContextVar("azr_verify_chunk_runtime
 
 
 @contextmanager
+
 def installed(runtime: ChunkRuntime) -> Iterator[ChunkRuntime]:
     token = _runtime.set(runtime)
     try:
@@ -152,7 +156,7 @@ def _progress(runtime: ChunkRuntime, batch_id: str, index: int) -> Callable[[int
 
 
 def _answer(runtime: ChunkRuntime, batch_id: str, index: int, job_id: str,
-            results: Sequence[Judged], audit: Callable[[], list[AuditRecord]]) -> int:
+            results: Sequence[ChunkResult], audit: Callable[[], list[AuditRecord]]) -> int:
     won = runtime.reporter.complete(batch_id, index, job_id, results, failed=False,
                                     ttl_s=runtime.ttl_s)
     runtime.chunks_run += 1
@@ -214,7 +218,7 @@ def run_code_chunk_failed(job: Job, connection: redis.Redis,
 def _answer_failed(job: Job, connection: redis.Redis, exc_type: type[BaseException] | None,
                    exc_value: BaseException | None,
                    make_results: Callable[[Sequence[dict[str, Any]], str],
-                                          Sequence[Judged]]) -> None:
+                                          Sequence[ChunkResult]]) -> None:
     if job.retries_left:
         return  # RQ re-enqueues it
     from azr_verify.service.queue.batches import ChunkReporter

@@ -186,7 +186,10 @@ class ZygoteSecrets:
 class ZygoteLauncher(Protocol):
     """Starts zygotes for one backend; the pool owns their lifecycle."""
 
-    backend: str
+    @property
+    def backend(self) -> str:
+        """The backend's name, as configured (`process`, `docker`)."""
+        ...
 
     def launch(self, secrets: ZygoteSecrets, index: int) -> ZygoteConnection: ...
 
