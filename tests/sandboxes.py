@@ -27,3 +27,22 @@ def docker_problem() -> str | None:
     except SandboxUnavailableError as exc:
         return str(exc)
     return None
+
+
+def probe_report(request: Any, backend: BackendName, program: str) -> Any:
+    """Runs a probe program (fresh text, policy `permissive`: it calls what the policy would
+    refuse) on the session's engine of `backend`, and returns the literal it reported; the
+    probe must have run and returned normally."""
+    import ast
+
+    from azr_verify.service.models import CheckItem, PolicyName, Verdict
+
+    from .guards import assert_executed, fresh
+
+    engine = request.getfixturevalue("engine" if backend is BackendName.PROCESS
+                                     else "docker_engine")
+    result = engine.check([CheckItem(program=fresh(program), input="0")],
+                          PolicyName.PERMISSIVE)[0]
+    assert_executed([result])
+    assert result.verdict is Verdict.ACCEPTED, result
+    return ast.literal_eval(result.output or "")

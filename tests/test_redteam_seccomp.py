@@ -24,16 +24,13 @@ another number. The hand-built filter had the same holes; the policy closes them
 
 from __future__ import annotations
 
-import ast
 import errno
 
 import pytest
 
 from azr_verify.service.config import BackendName
-from azr_verify.service.engine import Engine
-from azr_verify.service.models import CheckItem, PolicyName, Verdict
 
-from .guards import assert_executed, fresh
+from .sandboxes import probe_report
 from .test_seccomp_filter import (
     ALLOW,
     DENY,
@@ -97,13 +94,8 @@ def f(x):
 @pytest.mark.parametrize("backend", [BackendName.PROCESS, BackendName.DOCKER], ids=str)
 def test_no_page_cache_probe_through_linux_aio(backend: BackendName,
                                                request: pytest.FixtureRequest) -> None:
-    engine: Engine = request.getfixturevalue(
-        "engine" if backend is BackendName.PROCESS else "docker_engine")
-    result = engine.check([CheckItem(program=fresh(AIO_PROBE), input="0")],
-                          PolicyName.PERMISSIVE)[0]
-    assert_executed([result])
-    assert result.verdict is Verdict.ACCEPTED, result
-    assert ast.literal_eval(result.output or "") == ("io_setup", errno.EPERM)
+    report = probe_report(request, backend, AIO_PROBE)
+    assert report == ("io_setup", errno.EPERM)
 
 
 # fchmodat2, sync and syncfs from inside: each refused by the filter, with arguments that would
@@ -128,13 +120,8 @@ def f(x):
 @pytest.mark.parametrize("backend", [BackendName.PROCESS, BackendName.DOCKER], ids=str)
 def test_refused_calls_twins_are_refused_inside_the_sandbox(
         backend: BackendName, request: pytest.FixtureRequest) -> None:
-    engine: Engine = request.getfixturevalue(
-        "engine" if backend is BackendName.PROCESS else "docker_engine")
-    result = engine.check([CheckItem(program=fresh(TWINS_PROBE), input="0")],
-                          PolicyName.PERMISSIVE)[0]
-    assert_executed([result])
-    assert result.verdict is Verdict.ACCEPTED, result
-    assert ast.literal_eval(result.output or "") == {
+    report = probe_report(request, backend, TWINS_PROBE)
+    assert report == {
         "fchmodat2": errno.EPERM, "syncfs": errno.EPERM, "inotify_init1": errno.EPERM,
         "inotify_add_watch": errno.EPERM, "sysinfo": errno.EPERM}
 
@@ -173,13 +160,8 @@ def f(x):
 @pytest.mark.parametrize("backend", [BackendName.PROCESS, BackendName.DOCKER], ids=str)
 def test_a_program_cannot_stack_its_own_filter(backend: BackendName,
                                                request: pytest.FixtureRequest) -> None:
-    engine: Engine = request.getfixturevalue(
-        "engine" if backend is BackendName.PROCESS else "docker_engine")
-    result = engine.check([CheckItem(program=fresh(STACKED_FILTER_PROBE), input="0")],
-                          PolicyName.PERMISSIVE)[0]
-    assert_executed([result])
-    assert result.verdict is Verdict.ACCEPTED, result
-    assert ast.literal_eval(result.output or "") == (-1, errno.EPERM, True)
+    report = probe_report(request, backend, STACKED_FILTER_PROBE)
+    assert report == (-1, errno.EPERM, True)
 
 
 # Syscalls newer than the host's libseccomp could not be named in the policy, so the zygote's
@@ -226,12 +208,6 @@ def test_syscalls_newer_than_libseccomp_are_refused_inside_the_sandbox(
         backend: BackendName, request: pytest.FixtureRequest) -> None:
     """ENOSYS in both backends: in a container the profile refuses them too, and the zygote's
     filter, installed last, gives the errno a program sees (docs/design.md §4)."""
-    engine: Engine = request.getfixturevalue(
-        "engine" if backend is BackendName.PROCESS else "docker_engine")
-    result = engine.check([CheckItem(program=fresh(NEWER_CALLS_PROBE), input="0")],
-                          PolicyName.PERMISSIVE)[0]
-    assert_executed([result])
-    assert result.verdict is Verdict.ACCEPTED, result
-    answers = ast.literal_eval(result.output or "")
+    answers = probe_report(request, backend, NEWER_CALLS_PROBE)
     assert len(answers) == len(NEWER_THAN_LIBSECCOMP) + 2
     assert set(answers.values()) == {errno.ENOSYS}, answers
