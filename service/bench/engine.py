@@ -79,8 +79,7 @@ def bench_naive(python: str, triples: int, determinism_runs: int, workers: int) 
                    for item in items for seed in range(1, determinism_runs + 1)]
         for future in futures:
             future.result()
-    return Row("naive python -c per execution", triples,
-                       time.perf_counter() - started)
+    return Row("naive python -c per execution", triples, time.perf_counter() - started)
 
 
 def bench_in_process(triples: int) -> Row:

@@ -164,8 +164,9 @@ def http_single_under_load(url: str, what: str, phases: _Phases, count: int, run
             started = time.perf_counter()
             for item in singles:
                 if not loader.is_alive():
-                    raise RuntimeError("the bulk client finished before the single-item "
-                                       "requests: give it more work (--triples)")
+                    raise RuntimeError("the bulk client sent all its batches before the "
+                                       "single-item requests were done: the latencies would "
+                                       "not be under load")
                 sent = time.perf_counter()
                 _post(client, _payload([item]))
                 latencies.append((time.perf_counter() - sent) * 1000)

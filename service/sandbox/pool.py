@@ -242,8 +242,8 @@ class _ZygoteThread(threading.Thread):
                     answered = 0
                     self.executions_since_start += len(frame)
         except (ZygoteDiedError, ValueError) as exc:
-            unanswered = in_flight[0][answered:] + [job for frame in list(in_flight)[1:]
-                                                   for job in frame]
+            # In order, so the first `answered` are the running frame's answered jobs.
+            unanswered = [job for frame in in_flight for job in frame][answered:]
             log.warning("zygote %d failed mid-batch (%d jobs unanswered): %s",
                         self.index, len(unanswered), exc)
             self.stop_zygote()
