@@ -404,8 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check)
 
     bench = commands.add_parser(
-        "bench", help="engine triples/s against a naive baseline",
-        description="Measures the engine against a naive baseline (default), the HTTP service "
+        "bench", help="engine triples/s against a naive and an in-process baseline",
+        description="Measures the engine against a naive subprocess baseline and AZR's "
+                    "in-process executor (default), the HTTP service "
                     "(--http), the audit log (--audit), or one AZR training step's "
                     "verification against AZR's in-process reference executor "
                     "(--workload azr-step). Every table has its baseline from the same run.")
